@@ -1,0 +1,205 @@
+"""The one way Corral processes talk to the broker (kombu).
+
+``Bus`` opens connections, declares the topology a publisher needs, publishes
+versioned messages with publisher confirms and bounded retries, and turns a
+message that fails to decode into a dead letter that carries its reason.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from kombu import Connection, Producer
+from kombu.exceptions import KombuError, OperationalError
+
+from common import messages
+from common.config import Config
+from common.errors import BrokerUnavailable, MessageError
+from common.topology import Topology, broker_priority
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "application/json"
+# Errors that mean "the broker is not there right now" rather than a bug.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, KombuError, OperationalError)
+try:  # py-amqp's own errors (channel closed, connection forced, ...)
+    import amqp.exceptions
+
+    CONNECTION_ERRORS += (amqp.exceptions.AMQPError,)
+except ImportError:  # pragma: no cover - amqp is a kombu dependency
+    pass
+
+
+class Bus:
+    """Connection factory and topology for one namespace."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.topology = Topology(config.namespace)
+
+    def connection(self, heartbeat: float = 0) -> Connection:
+        """A new, not yet connected, kombu connection."""
+        options: dict[str, Any] = {}
+        if self.config.embedded_broker:
+            options["polling_interval"] = 0.005
+        else:
+            options["confirm_publish"] = True
+        return Connection(
+            self.config.broker_url,
+            heartbeat=heartbeat,
+            transport_options=options,
+            connect_timeout=5,
+        )
+
+    def declare_core(self, channel: Any) -> None:
+        """Declare exchanges plus the dispatcher's and dead-letter queues.
+
+        Every publisher of events declares the dispatcher's queues, so a message
+        sent before the dispatcher ever ran waits for it instead of vanishing.
+        """
+        topo = self.topology
+        for exchange in (topo.events, topo.chunks, topo.control, topo.dead):
+            exchange(channel).declare()
+        for queue in (topo.dispatcher_queue(), topo.heartbeat_queue(), topo.dead_queue()):
+            queue(channel).declare()
+
+    def publisher(self) -> Publisher:
+        return Publisher(self)
+
+
+class Publisher:
+    """A thread-safe publisher over its own connection.
+
+    Every publish waits for the broker's confirm (on RabbitMQ) and retries with
+    backoff for up to ``give_up_s`` seconds, then raises BrokerUnavailable.
+    """
+
+    def __init__(self, bus: Bus, give_up_s: float = 10.0) -> None:
+        self.bus = bus
+        self.topology = bus.topology
+        self.give_up_s = give_up_s
+        self._lock = threading.Lock()
+        self._conn: Connection | None = None
+        self._producer: Producer | None = None
+        self._declared_queues: set[str] = set()
+
+    def _ensure(self) -> Producer:
+        if self._producer is None:
+            conn = self.bus.connection()
+            conn.ensure_connection(max_retries=1)
+            channel = conn.channel()
+            self.bus.declare_core(channel)
+            self._conn, self._producer = conn, Producer(channel)
+            self._declared_queues.clear()
+        return self._producer
+
+    def _reset(self) -> None:
+        conn, self._conn, self._producer = self._conn, None, None
+        if conn is not None:
+            try:
+                conn.release()
+            except Exception:  # noqa: BLE001 - the connection is already broken
+                pass
+
+    def publish(
+        self,
+        message: messages.Message,
+        exchange: Any,
+        routing_key: str,
+        priority: int = 0,
+        persistent: bool = True,
+        declare: Any = None,
+        headers: dict[str, Any] | None = None,
+    ) -> None:
+        body = messages.encode(message)
+        self.publish_raw(body, exchange, routing_key, priority, persistent, declare, headers)
+
+    def publish_raw(
+        self,
+        body: bytes,
+        exchange: Any,
+        routing_key: str,
+        priority: int = 0,
+        persistent: bool = True,
+        declare: Any = None,
+        headers: dict[str, Any] | None = None,
+    ) -> None:
+        deadline = time.monotonic() + self.give_up_s
+        delay = 0.1
+        with self._lock:
+            while True:
+                try:
+                    producer = self._ensure()
+                    if declare is not None and declare.name not in self._declared_queues:
+                        declare(producer.channel).declare()
+                        self._declared_queues.add(declare.name)
+                    producer.publish(
+                        body,
+                        exchange=exchange,
+                        routing_key=routing_key,
+                        priority=priority,
+                        delivery_mode=2 if persistent else 1,
+                        content_type=CONTENT_TYPE,
+                        content_encoding="utf-8",
+                        headers=headers or {},
+                    )
+                    return
+                except CONNECTION_ERRORS as exc:
+                    self._reset()
+                    if time.monotonic() + delay > deadline:
+                        raise BrokerUnavailable(f"cannot publish to the broker: {exc}") from exc
+                    log.warning("publish failed (%s); retrying in %.1fs", exc, delay)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+
+    # -- the message families ------------------------------------------------
+
+    def event(self, message: messages.Message, persistent: bool = True) -> None:
+        """Publish to the events exchange with the message kind as routing key."""
+        self.publish(message, self.topology.events, message.kind, persistent=persistent)
+
+    def chunk(self, message: messages.ChunkAssign, pool: str, task_priority: int) -> None:
+        queue = self.topology.chunk_queue(pool, message.command)
+        self.publish(
+            message,
+            self.topology.chunks,
+            queue.routing_key,
+            priority=broker_priority(task_priority),
+            declare=queue,
+        )
+
+    def control(self, message: messages.Message, agent: str | None = None) -> None:
+        """To one agent, or to all agents when ``agent`` is None."""
+        from common.topology import BROADCAST_KEY, agent_routing_key
+
+        key = agent_routing_key(agent) if agent else BROADCAST_KEY
+        self.publish(message, self.topology.control, key, persistent=False)
+
+    def dead_letter(self, body: bytes, reason: str, routing_key: str, queue: str) -> None:
+        headers = {"x-corral-reason": reason[:500], "x-corral-routing-key": routing_key,
+                   "x-corral-queue": queue, "x-corral-dead-at": time.time()}
+        self.publish_raw(body, self.topology.dead, routing_key or "dead", headers=headers)
+
+    def close(self) -> None:
+        with self._lock:
+            self._reset()
+
+
+def decode_or_dead_letter(publisher: Publisher, message: Any, queue: str) -> messages.Message | None:
+    """Decode a received kombu message; dead-letter it with its reason on failure.
+
+    Returns None after acking a message that was dead-lettered, so the caller just
+    moves on: no consumer ever dies of bad input.
+    """
+    body = message.body
+    raw = body if isinstance(body, bytes) else str(body).encode()
+    try:
+        return messages.decode(raw)
+    except MessageError as exc:
+        routing_key = message.delivery_info.get("routing_key", "")
+        log.warning("dead-lettering a message from %s: %s", queue, exc)
+        publisher.dead_letter(raw, str(exc), routing_key, queue)
+        message.ack()
+        return None

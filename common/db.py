@@ -1,0 +1,92 @@
+"""Opening the database and migrating its schema.
+
+SQLite runs in WAL mode with a busy timeout so the gateway's readers never
+block the dispatcher's writer. Migrations are numbered functions applied in
+order inside a transaction; ``schema_version`` records what has run.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from peewee import Database, OperationalError, PostgresqlDatabase, SqliteDatabase
+from playhouse.db_url import connect as connect_url
+
+from common import models
+from common.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "normal",
+    "busy_timeout": 10_000,
+    "foreign_keys": 1,
+}
+
+
+def open_database(url: str) -> Database:
+    """Connect the models to the database at ``url`` and return it."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db: Database = SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+    elif url.startswith(("postgresql://", "postgres://")):
+        db = connect_url(url.replace("postgres://", "postgresql://", 1))
+        if not isinstance(db, PostgresqlDatabase):  # pragma: no cover
+            raise ConfigError(f"{url!r} did not open a PostgreSQL database")
+    else:
+        raise ConfigError(f"unsupported database URL {url!r}")
+    models.database_proxy.initialize(db)
+    return db
+
+
+def _m1_initial(db: Database) -> None:
+    db.create_tables(models.ALL_MODELS)
+
+
+# Append only: a released migration never changes.
+MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial]
+
+
+def migrate(db: Database) -> int:
+    """Apply every migration not yet applied; return the schema version."""
+    db.create_tables([models.SchemaVersion], safe=True)
+    with db.atomic():
+        if isinstance(db, PostgresqlDatabase):
+            # One migrator at a time across processes.
+            db.execute_sql("SELECT pg_advisory_xact_lock(4242)")
+        done = {row.version for row in models.SchemaVersion.select()}
+        for number, step in enumerate(MIGRATIONS, start=1):
+            if number in done:
+                continue
+            log.info("applying schema migration %d (%s)", number, step.__name__)
+            step(db)
+            models.SchemaVersion.create(version=number)
+    return len(MIGRATIONS)
+
+
+def open_and_migrate(url: str, attempts: int = 3) -> Database:
+    """Open the database and bring its schema up to date."""
+    db = open_database(url)
+    for attempt in range(attempts):
+        try:
+            migrate(db)
+            break
+        except OperationalError:
+            # Another process created the tables at the same instant.
+            if attempt == attempts - 1:
+                raise
+    if not db.is_closed():
+        db.close()
+    return db
+
+
+def data_dir(path: str) -> Path:
+    p = Path(path).resolve()
+    p.mkdir(parents=True, exist_ok=True)
+    os.chmod(p, 0o755)
+    return p

@@ -1,0 +1,296 @@
+"""Every message that crosses the broker, defined once.
+
+A message on the wire is a JSON object (content type ``application/json``)::
+
+    {"kind": "chunk.finished", "version": 1, "data": {...fields...}}
+
+``kind`` is also the routing key on the events exchange. Schemas grow only by
+adding fields with defaults; decoders ignore fields they do not know, so an
+older dispatcher reads a newer agent's messages. ``docs/protocol.md`` is the
+prose form of this module.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from typing import Any, ClassVar
+
+from common.errors import MessageError
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """Base of every broker message; subclasses set ``kind`` and ``version``."""
+
+    kind: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            _REGISTRY[cls.kind] = cls
+
+
+# ---------------------------------------------------------------- gateway -> dispatcher
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSubmitted(Message):
+    """A task row was recorded by the gateway; the dispatcher compiles it."""
+
+    kind: ClassVar[str] = "task.submitted"
+    task_id: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskUpdate(Message):
+    """An operator changes a task's priority and/or pauses or resumes it."""
+
+    kind: ClassVar[str] = "task.update"
+    task_id: int
+    priority: int | None = None
+    status: str | None = None  # "paused" or "queued" (resume)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskCancel(Message):
+    """An operator cancels a task."""
+
+    kind: ClassVar[str] = "task.cancel"
+    task_id: int
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerUpdate(Message):
+    """An operator (or a legacy worker) changes a worker's status."""
+
+    kind: ClassVar[str] = "worker.update"
+    worker_id: int
+    status: str | None = None  # enabled | disabled
+    activity: str | None = None  # legacy "rendering" | "available" reports
+
+
+# ---------------------------------------------------------------- agent -> dispatcher
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentHello(Message):
+    """An agent starts (or reconnects) and says who it is and what it can run."""
+
+    kind: ClassVar[str] = "agent.hello"
+    agent: str
+    hostname: str
+    system: str
+    pools: list[str]
+    commands: list[str]
+    ip_address: str = ""
+    mac_address: str = ""
+    versions: dict[str, str] = dataclasses.field(default_factory=dict)
+    pid: int = 0
+    boot_id: str = ""  # new for every agent process; tells restarts apart
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentHeartbeat(Message):
+    """Periodic liveness and machine readings (psutil)."""
+
+    kind: ClassVar[str] = "agent.heartbeat"
+    agent: str
+    sent_at: float
+    boot_id: str = ""
+    lease_id: str | None = None  # the chunk lease the agent holds, if any
+    update_frequent: dict[str, Any] = dataclasses.field(default_factory=dict)
+    update_less_frequent: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentGoodbye(Message):
+    """The agent is shutting down cleanly; it holds no chunk any more."""
+
+    kind: ClassVar[str] = "agent.goodbye"
+    agent: str
+    reason: str = ""
+    boot_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkStarted(Message):
+    """The agent took the chunk delivery for ``lease_id`` and started it."""
+
+    kind: ClassVar[str] = "chunk.started"
+    agent: str
+    chunk_id: int
+    lease_id: str
+    started_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkProgress(Message):
+    """Frames finished so far in this lease (cumulative, so duplicates are harmless)."""
+
+    kind: ClassVar[str] = "chunk.progress"
+    agent: str
+    chunk_id: int
+    lease_id: str
+    frames_done: list[int]
+    frame_current: int | None = None
+    files: list[str] = dataclasses.field(default_factory=list)
+    log_tail: str = ""
+
+
+OUTCOMES = ("completed", "failed", "canceled", "declined")
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkFinished(Message):
+    """The chunk's attempt ended; ``outcome`` is one of ``OUTCOMES``.
+
+    ``declined`` hands the chunk back without counting a failure (the agent could
+    not or should not run it, or it is shutting down).
+    """
+
+    kind: ClassVar[str] = "chunk.finished"
+    agent: str
+    chunk_id: int
+    lease_id: str
+    outcome: str
+    finished_at: float
+    frames_done: list[int] = dataclasses.field(default_factory=list)
+    files: list[str] = dataclasses.field(default_factory=list)
+    exit_code: int | None = None
+    reason: str = ""
+    log_tail: str = ""
+
+
+# ---------------------------------------------------------------- dispatcher -> agents
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkAssign(Message):
+    """A unit of work on a chunk queue. ``lease_id`` is new for every release."""
+
+    kind: ClassVar[str] = "chunk.assign"
+    chunk_id: int
+    task_id: int
+    lease_id: str
+    attempt: int
+    command: str
+    parser: str
+    params: dict[str, Any]
+    frames: list[list[int]]  # inclusive [first, last] ranges, in render order
+    priority: int = 0
+    exclude_agents: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlHalt(Message):
+    """Broadcast: stop chunks of ``task_id``. ``action`` is ``cancel`` or ``pause``.
+
+    Agents kill running chunks of a canceled task and decline queued chunks of a
+    halted task until a ``ControlResume`` arrives.
+    """
+
+    kind: ClassVar[str] = "control.halt"
+    task_id: int
+    action: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlResume(Message):
+    """Broadcast: chunks of ``task_id`` may run again."""
+
+    kind: ClassVar[str] = "control.resume"
+    task_id: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlAbort(Message):
+    """To one agent: kill the attempt holding ``lease_id`` (stale, canceled or reassigned)."""
+
+    kind: ClassVar[str] = "control.abort"
+    chunk_id: int
+    lease_id: str
+    reason: str = ""
+
+
+# ---------------------------------------------------------------- codec
+
+
+def encode(message: Message) -> bytes:
+    """Serialise a message to its wire form."""
+    envelope = {
+        "kind": message.kind,
+        "version": message.version,
+        "data": dataclasses.asdict(message),
+    }
+    return json.dumps(envelope, separators=(",", ":")).encode()
+
+
+def decode(body: bytes | str | dict[str, Any]) -> Message:
+    """Parse and validate a wire message; raise MessageError saying what is wrong."""
+    if isinstance(body, dict):
+        envelope = body
+    else:
+        try:
+            envelope = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MessageError(f"body is not JSON: {exc}") from None
+    if not isinstance(envelope, dict):
+        raise MessageError("body is not a JSON object")
+    kind = envelope.get("kind")
+    cls = _REGISTRY.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise MessageError(f"unknown message kind {kind!r}")
+    version = envelope.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise MessageError(f"{kind}: version must be a positive integer")
+    data = envelope.get("data")
+    if not isinstance(data, dict):
+        raise MessageError(f"{kind}: data must be an object")
+    return _build(cls, data)
+
+
+def _build(cls: type[Message], data: dict[str, Any]) -> Message:
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for field in dataclasses.fields(cls):
+        if field.name in data:
+            value = data[field.name]
+            if not _matches(value, hints[field.name]):
+                raise MessageError(f"{cls.kind}: field {field.name!r} has the wrong type")
+            values[field.name] = value
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise MessageError(f"{cls.kind}: field {field.name!r} is missing")
+    return cls(**values)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        key, item = typing.get_args(hint)
+        return isinstance(value, dict) and all(
+            _matches(k, key) and _matches(v, item) for k, v in value.items()
+        )
+    return isinstance(value, hint)
+
+
+def message_kinds() -> dict[str, type[Message]]:
+    """Every registered message class by kind (used by docs tests)."""
+    return dict(_REGISTRY)

@@ -1,0 +1,167 @@
+"""Peewee models: the farm's durable state.
+
+Who writes what (see docs/architecture.md): the gateway only inserts new
+``Task`` rows and new ``Worker`` identities; every later change of a task,
+chunk or worker is the dispatcher's.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from peewee import (
+    AutoField,
+    BooleanField,
+    CharField,
+    DatabaseProxy,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+database_proxy = DatabaseProxy()
+
+# Task statuses
+QUEUED, RENDERING, PAUSED, COMPLETED, FAILED, CANCELED = (
+    "queued", "rendering", "paused", "completed", "failed", "canceled")
+TASK_STATUSES = (QUEUED, RENDERING, PAUSED, COMPLETED, FAILED, CANCELED)
+TASK_FINAL = (COMPLETED, FAILED, CANCELED)
+
+# Chunk statuses (COMPLETED, FAILED and CANCELED are shared with tasks)
+BLOCKED, PENDING, RELEASED, RUNNING = "blocked", "pending", "released", "running"
+CHUNK_STATUSES = (BLOCKED, PENDING, RELEASED, RUNNING, COMPLETED, FAILED, CANCELED)
+CHUNK_FINAL = (COMPLETED, FAILED, CANCELED)
+
+# Worker fields
+ENABLED, DISABLED = "enabled", "disabled"
+ONLINE, OFFLINE = "online", "offline"
+
+
+class JSONField(TextField):
+    """A JSON document stored as text (portable across SQLite and PostgreSQL)."""
+
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value: str | None) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database_proxy
+
+
+class Worker(BaseModel):
+    id = AutoField()
+    name = CharField(max_length=200, unique=True)
+    hostname = CharField(max_length=255, default="")
+    system = CharField(max_length=255, default="")
+    ip_address = CharField(max_length=64, default="")
+    mac_address = CharField(max_length=64, default="")
+    port = IntegerField(null=True)
+    pools = JSONField(default=list)
+    commands = JSONField(default=list)
+    versions = JSONField(default=dict)
+    boot_id = CharField(max_length=64, default="")
+    status = CharField(max_length=16, default=ENABLED)
+    connection = CharField(max_length=16, default=OFFLINE, index=True)
+    activity = CharField(max_length=255, null=True)
+    current_task = IntegerField(null=True)
+    current_chunk = IntegerField(null=True)
+    current_lease = CharField(max_length=64, null=True)
+    last_heartbeat = FloatField(null=True)
+    update_frequent = JSONField(default=dict)
+    update_less_frequent = JSONField(default=dict)
+    registered_at = FloatField(default=time.time)
+
+    class Meta:
+        table_name = "workers"
+
+
+class Task(BaseModel):
+    id = AutoField()
+    client_task_id = CharField(max_length=200, null=True, unique=True)
+    type = CharField(max_length=64)
+    parser = CharField(max_length=64)
+    settings = JSONField()
+    pool = CharField(max_length=64, default="default")
+    priority = IntegerField(default=50)
+    status = CharField(max_length=16, default=QUEUED, index=True)
+    compiled = BooleanField(default=False, index=True)
+    frame_start = IntegerField()
+    frame_end = IntegerField()
+    frame_current = IntegerField(null=True)
+    frames_total = IntegerField(default=0)
+    frames_done = IntegerField(default=0)
+    format = CharField(max_length=32, default="")
+    max_retries = IntegerField(default=3)
+    worker = ForeignKeyField(Worker, null=True, backref="tasks", on_delete="SET NULL")
+    error = TextField(default="")
+    created_at = FloatField(default=time.time)
+    started_at = FloatField(null=True)
+    finished_at = FloatField(null=True)
+
+    class Meta:
+        table_name = "tasks"
+
+
+class Chunk(BaseModel):
+    id = AutoField()
+    task = ForeignKeyField(Task, backref="chunks", on_delete="CASCADE")
+    index = IntegerField()
+    command = CharField(max_length=64)
+    params = JSONField(default=dict)
+    frames = JSONField()  # inclusive [first, last] ranges
+    frame_count = IntegerField()
+    frames_done = JSONField(default=list)
+    depends_on = JSONField(default=list)  # indices of chunks of the same task
+    status = CharField(max_length=16, default=PENDING)
+    priority = IntegerField(default=50)
+    attempts = IntegerField(default=0)
+    failures = IntegerField(default=0)
+    lease_id = CharField(max_length=64, null=True, index=True)
+    worker = ForeignKeyField(Worker, null=True, backref="chunks", on_delete="SET NULL")
+    files = JSONField(default=list)
+    released_at = FloatField(null=True)
+    started_at = FloatField(null=True)
+    finished_at = FloatField(null=True)
+    log_tail = TextField(default="")
+    error = TextField(default="")
+
+    class Meta:
+        table_name = "chunks"
+        indexes = ((("task", "index"), True), (("status", "priority"), False))
+
+
+class Attempt(BaseModel):
+    """One run of a chunk on one agent; kept for the task's history."""
+
+    id = AutoField()
+    chunk = ForeignKeyField(Chunk, backref="attempt_rows", on_delete="CASCADE")
+    number = IntegerField()
+    lease_id = CharField(max_length=64, unique=True)
+    worker = ForeignKeyField(Worker, null=True, on_delete="SET NULL")
+    outcome = CharField(max_length=16, default=RUNNING)
+    started_at = FloatField(null=True)
+    finished_at = FloatField(null=True)
+    exit_code = IntegerField(null=True)
+    reason = TextField(default="")
+    log_tail = TextField(default="")
+
+    class Meta:
+        table_name = "attempts"
+
+
+class SchemaVersion(BaseModel):
+    version = IntegerField(primary_key=True)
+    applied_at = FloatField(default=time.time)
+
+    class Meta:
+        table_name = "schema_version"
+
+
+ALL_MODELS = (Worker, Task, Chunk, Attempt)

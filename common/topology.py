@@ -1,0 +1,126 @@
+"""Broker topology: every exchange and queue name comes from the helpers here.
+
+All names start with the namespace (``CORRAL_NAMESPACE``), so several farms or
+test runs share one broker without seeing each other's messages.
+"""
+from __future__ import annotations
+
+from kombu import Exchange, Queue
+
+MAX_PRIORITY = 9  # RabbitMQ recommends at most 10 priority levels
+HEARTBEAT_QUEUE_MAX = 100_000
+
+# Routing keys (message kinds) the dispatcher's state queue receives.
+DISPATCHER_BINDINGS = ("task.#", "worker.#", "chunk.#", "agent.hello", "agent.goodbye")
+
+
+def events_exchange_name(ns: str) -> str:
+    return f"{ns}.events"
+
+
+def chunks_exchange_name(ns: str) -> str:
+    return f"{ns}.chunks"
+
+
+def control_exchange_name(ns: str) -> str:
+    return f"{ns}.control"
+
+
+def dead_exchange_name(ns: str) -> str:
+    return f"{ns}.dead"
+
+
+def dispatcher_queue_name(ns: str) -> str:
+    return f"{ns}.dispatcher"
+
+
+def heartbeat_queue_name(ns: str) -> str:
+    return f"{ns}.heartbeats"
+
+
+def dead_queue_name(ns: str) -> str:
+    return f"{ns}.dead"
+
+
+def chunk_routing_key(pool: str, command: str) -> str:
+    return f"{pool}.{command}"
+
+
+def chunk_queue_name(ns: str, pool: str, command: str) -> str:
+    return f"{ns}.chunks.{pool}.{command}"
+
+
+def agent_queue_name(ns: str, agent: str) -> str:
+    return f"{ns}.agent.{agent}"
+
+
+def agent_routing_key(agent: str) -> str:
+    return f"agent.{agent}"
+
+
+BROADCAST_KEY = "all"
+
+
+def broker_priority(task_priority: int) -> int:
+    """Map a task priority (0-100) onto the broker's 0-9 levels."""
+    return max(0, min(MAX_PRIORITY, task_priority // 11))
+
+
+class Topology:
+    """The kombu entities of one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        ns = self.namespace = namespace
+        self.events = Exchange(events_exchange_name(ns), type="topic", durable=True)
+        self.chunks = Exchange(chunks_exchange_name(ns), type="direct", durable=True)
+        self.control = Exchange(control_exchange_name(ns), type="topic", durable=True)
+        self.dead = Exchange(dead_exchange_name(ns), type="fanout", durable=True)
+
+    def dispatcher_queue(self) -> Queue:
+        return Queue(
+            dispatcher_queue_name(self.namespace),
+            exchange=self.events,
+            bindings=[_binding(self.events, key) for key in DISPATCHER_BINDINGS],
+            durable=True,
+        )
+
+    def heartbeat_queue(self) -> Queue:
+        # Bounded: a backlog of heartbeats only ever needs its newest entries.
+        return Queue(
+            heartbeat_queue_name(self.namespace),
+            exchange=self.events,
+            routing_key="agent.heartbeat",
+            durable=True,
+            queue_arguments={"x-max-length": HEARTBEAT_QUEUE_MAX},
+        )
+
+    def dead_queue(self) -> Queue:
+        return Queue(dead_queue_name(self.namespace), exchange=self.dead, routing_key="#", durable=True)
+
+    def chunk_queue(self, pool: str, command: str) -> Queue:
+        return Queue(
+            chunk_queue_name(self.namespace, pool, command),
+            exchange=self.chunks,
+            routing_key=chunk_routing_key(pool, command),
+            durable=True,
+            max_priority=MAX_PRIORITY,
+        )
+
+    def agent_queue(self, agent: str) -> Queue:
+        # Control messages only matter to a live agent: the queue goes with it.
+        return Queue(
+            agent_queue_name(self.namespace, agent),
+            exchange=self.control,
+            bindings=[
+                _binding(self.control, agent_routing_key(agent)),
+                _binding(self.control, BROADCAST_KEY),
+            ],
+            durable=False,
+            auto_delete=True,
+        )
+
+
+def _binding(exchange: Exchange, key: str):  # noqa: ANN202 - kombu type
+    from kombu import binding
+
+    return binding(exchange, routing_key=key)
