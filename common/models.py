@@ -114,6 +114,7 @@ class Chunk(BaseModel):
     task = ForeignKeyField(Task, backref="chunks", on_delete="CASCADE")
     index = IntegerField()
     command = CharField(max_length=64)
+    parser = CharField(max_length=64, null=True)  # None: the task's parser
     params = JSONField(default=dict)
     frames = JSONField()  # inclusive [first, last] ranges
     frame_count = IntegerField()

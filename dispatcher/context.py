@@ -1,0 +1,33 @@
+"""What every state handler gets: config, clock, and an outbox for broker side effects.
+
+Handlers run inside one database transaction. Messages they want sent go to
+the outbox and are published only after the transaction commits, so a rolled
+back change never leaks a message.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+
+from common import messages
+from common.config import Config
+
+log = logging.getLogger("dispatcher")
+
+
+@dataclasses.dataclass
+class Context:
+    config: Config
+    clock: Callable[[], float] = time.time
+    # (message, agent name or None for a broadcast)
+    outbox: list[tuple[messages.Message, str | None]] = dataclasses.field(default_factory=list)
+    # Set when capacity may have appeared: new chunks, an idle agent, a resume.
+    release_wanted: bool = True
+
+    def send(self, message: messages.Message, agent: str | None = None) -> None:
+        self.outbox.append((message, agent))
+
+    def wake_release(self) -> None:
+        self.release_wanted = True

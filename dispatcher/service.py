@@ -1,0 +1,203 @@
+"""The dispatcher process: consume events, apply them, release chunks, watch agents.
+
+One thread owns everything: it drains the dispatcher's queues, applies each
+message in one database transaction, acknowledges it only after the commit
+(at-least-once; every handler is idempotent), publishes the outbox, and runs
+the periodic checks between deliveries.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kombu import Consumer
+from peewee import InterfaceError, OperationalError
+
+from common import messages
+from common.bus import CONNECTION_ERRORS, Bus, Publisher, decode_or_dead_letter
+from common.config import Config
+from common.db import open_and_migrate
+from common.errors import BrokerUnavailable
+from common.models import database_proxy
+from dispatcher import chunks, release, tasks, workers
+from dispatcher.context import Context
+
+log = logging.getLogger("dispatcher")
+DB_ERRORS = (OperationalError, InterfaceError)
+SWEEP_INTERVAL_S = 5.0
+
+HANDLERS: dict[type[messages.Message], Callable[[Context, Any], None]] = {
+    messages.TaskSubmitted: tasks.on_submitted,
+    messages.TaskUpdate: tasks.on_update,
+    messages.TaskCancel: tasks.on_cancel,
+    messages.WorkerUpdate: workers.on_update,
+    messages.AgentHello: workers.on_hello,
+    messages.AgentHeartbeat: workers.on_heartbeat,
+    messages.AgentGoodbye: workers.on_goodbye,
+    messages.ChunkStarted: chunks.on_started,
+    messages.ChunkProgress: chunks.on_progress,
+    messages.ChunkFinished: chunks.on_finished,
+}
+
+
+class Dispatcher:
+    """Owns the task, chunk and worker state machine. ``start``/``stop``/``kill``."""
+
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.bus = Bus(config)
+        self.ctx = Context(config, clock)
+        self.publisher: Publisher | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_tick = 0.0
+        self._next_sweep = 0.0
+        self.ready = threading.Event()
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        """Run in a background thread; return once consuming."""
+        self._thread = threading.Thread(target=self.run, name="dispatcher", daemon=True)
+        self._thread.start()
+        if not self.ready.wait(timeout=30):
+            raise RuntimeError("dispatcher did not start within 30s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the message in hand, then stop consuming."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def kill(self) -> None:
+        """Stop without waiting; unacknowledged messages are redelivered later."""
+        self._stopping.set()
+
+    def run(self) -> None:
+        open_and_migrate(self.config.resolved_database_url)
+        self.publisher = self.bus.publisher()
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                self._consume()
+                delay = 0.5
+            except CONNECTION_ERRORS + (BrokerUnavailable,) as exc:
+                if self._stopping.is_set():
+                    break
+                log.warning("broker connection lost (%s); reconnecting in %.1fs", exc, delay)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 10.0)
+        self.publisher.close()
+        database_proxy.close()
+        log.info("dispatcher stopped")
+
+    # -- the loop -----------------------------------------------------------
+
+    def _consume(self) -> None:
+        topo = self.bus.topology
+        with self.bus.connection(heartbeat=20) as conn:
+            conn.ensure_connection(max_retries=1)
+            channel = conn.channel()
+            self.bus.declare_core(channel)
+            channel.basic_qos(prefetch_size=0, prefetch_count=200, a_global=False)
+            queues = [topo.dispatcher_queue(), topo.heartbeat_queue()]
+            with Consumer(channel, queues=queues, on_message=self._on_message, exclusive=True):
+                log.info("dispatcher consuming from %s (namespace %s)",
+                         ", ".join(q.name for q in queues), topo.namespace)
+                self.ready.set()
+                while not self._stopping.is_set():
+                    try:
+                        conn.drain_events(timeout=self.config.tick_interval_s)
+                    except socket.timeout:
+                        conn.heartbeat_check()
+                    self._after_deliveries()
+
+    def _on_message(self, message: Any) -> None:
+        queue = message.delivery_info.get("routing_key", "")
+        msg = decode_or_dead_letter(self.publisher, message, queue)
+        if msg is None:
+            return
+        handler = HANDLERS.get(type(msg))
+        if handler is None:
+            self.publisher.dead_letter(message.body if isinstance(message.body, bytes)
+                                       else str(message.body).encode(),
+                                       f"the dispatcher does not handle {msg.kind}", queue, "dispatcher")
+            message.ack()
+            return
+        if self._apply(handler, msg, message):
+            message.ack()
+            self._flush_outbox()
+
+    def _apply(self, handler: Callable[[Context, Any], None], msg: messages.Message, message: Any) -> bool:
+        """Apply one message in a transaction; True when it may be acknowledged."""
+        try:
+            database_proxy.connect(reuse_if_open=True)
+            with database_proxy.atomic():
+                handler(self.ctx, msg)
+            return True
+        except DB_ERRORS as exc:
+            # The database is away: keep the message, retry after a pause.
+            log.warning("database error applying %s (%s); will retry", msg.kind, exc)
+            self.ctx.outbox.clear()
+            database_proxy.close()
+            self._stopping.wait(1.0)
+            message.requeue()
+            return False
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop the farm
+            log.exception("cannot apply %s; dead-lettering it", msg.kind)
+            self.ctx.outbox.clear()
+            body = messages.encode(msg)
+            self.publisher.dead_letter(body, f"handler error: {exc!r}", msg.kind, "dispatcher")
+            return True
+
+    def _flush_outbox(self) -> None:
+        outbox, self.ctx.outbox = self.ctx.outbox, []
+        for message, agent in outbox:
+            try:
+                self.publisher.control(message, agent)
+            except BrokerUnavailable as exc:
+                log.warning("could not send %s to %s: %s", message.kind, agent or "all agents", exc)
+
+    def _after_deliveries(self) -> None:
+        now = time.monotonic()
+        due = now >= self._next_tick
+        if not (due or self.ctx.release_wanted):
+            return
+        try:
+            database_proxy.connect(reuse_if_open=True)
+            if due:
+                self._next_tick = now + self.config.tick_interval_s
+                with database_proxy.atomic():
+                    workers.check_lost(self.ctx)
+                if now >= self._next_sweep:
+                    self._next_sweep = now + SWEEP_INTERVAL_S
+                    with database_proxy.atomic():
+                        tasks.sweep_uncompiled(self.ctx)
+            self._flush_outbox()
+            self.ctx.release_wanted = False
+            release.release(self.ctx, self.publisher)
+        except DB_ERRORS as exc:
+            log.warning("database error in periodic work (%s); retrying", exc)
+            database_proxy.close()
+            self.ctx.release_wanted = True
+            self._stopping.wait(1.0)
+
+
+def run_dispatcher(config: Config) -> int:
+    """Foreground dispatcher for the CLI: SIGTERM or SIGINT stops it cleanly."""
+    import signal
+
+    dispatcher = Dispatcher(config)
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %s: stopping", signum)
+        dispatcher.kill()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    dispatcher.run()
+    return 0

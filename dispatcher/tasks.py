@@ -1,0 +1,120 @@
+"""Task state: compiling submitted tasks, priority, pause/resume, cancel, completion."""
+from __future__ import annotations
+
+import logging
+
+from common import frames as framelib
+from common import messages
+from common.errors import CorralError
+from common.models import (
+    BLOCKED, CANCELED, CHUNK_FINAL, COMPLETED, FAILED, PAUSED, PENDING, QUEUED, RENDERING,
+    TASK_FINAL, Attempt, Chunk, Task,
+)
+from dispatcher.compilers import compile_task
+from dispatcher.context import Context
+
+log = logging.getLogger("dispatcher.tasks")
+
+
+def on_submitted(ctx: Context, msg: messages.TaskSubmitted) -> None:
+    task = Task.get_or_none(Task.id == msg.task_id)
+    if task is None:
+        log.warning("task %s: submitted but not in the database; ignoring", msg.task_id)
+        return
+    compile_into_chunks(ctx, task)
+
+
+def compile_into_chunks(ctx: Context, task: Task) -> None:
+    """Compile a recorded task into chunk rows, exactly once."""
+    if task.compiled or task.status in TASK_FINAL:
+        return
+    try:
+        specs = compile_task(task.type, task.settings)
+    except (CorralError, KeyError, TypeError, ValueError) as exc:
+        fail_task(ctx, task, f"cannot compile task: {exc}")
+        return
+    rows = [{
+        "task": task.id, "index": spec.index, "command": spec.command, "parser": spec.parser,
+        "params": spec.params, "frames": spec.frames, "frame_count": framelib.count(spec.frames),
+        "depends_on": list(spec.depends_on), "priority": task.priority,
+        "status": BLOCKED if spec.depends_on else PENDING,
+    } for spec in specs]
+    for start in range(0, len(rows), 500):
+        Chunk.insert_many(rows[start:start + 500]).execute()
+    Task.update(compiled=True).where(Task.id == task.id).execute()
+    log.info("task %s: compiled into %d chunks", task.id, len(rows))
+    ctx.wake_release()
+
+
+def sweep_uncompiled(ctx: Context) -> int:
+    """Compile tasks whose ``task.submitted`` message never arrived."""
+    tasks = list(Task.select().where(~Task.compiled, Task.status.not_in(TASK_FINAL)).limit(100))
+    for task in tasks:
+        compile_into_chunks(ctx, task)
+    return len(tasks)
+
+
+def on_update(ctx: Context, msg: messages.TaskUpdate) -> None:
+    task = Task.get_or_none(Task.id == msg.task_id)
+    if task is None or task.status in TASK_FINAL:
+        return
+    if msg.priority is not None and msg.priority != task.priority:
+        log.info("task %s: priority %s -> %s", task.id, task.priority, msg.priority)
+        Task.update(priority=msg.priority).where(Task.id == task.id).execute()
+        Chunk.update(priority=msg.priority).where(
+            Chunk.task == task.id, Chunk.status.not_in(CHUNK_FINAL)).execute()
+    if msg.status == PAUSED and task.status != PAUSED:
+        set_status(task, PAUSED)
+        ctx.send(messages.ControlHalt(task_id=task.id, action="pause"))
+    elif msg.status == QUEUED and task.status == PAUSED:
+        started = Chunk.select().where(Chunk.task == task.id, Chunk.started_at.is_null(False)).exists()
+        set_status(task, RENDERING if started else QUEUED)
+        ctx.send(messages.ControlResume(task_id=task.id))
+        ctx.wake_release()
+
+
+def on_cancel(ctx: Context, msg: messages.TaskCancel) -> None:
+    task = Task.get_or_none(Task.id == msg.task_id)
+    if task is None or task.status in TASK_FINAL:
+        return
+    end_task(ctx, task, CANCELED, "canceled by an operator")
+
+
+def fail_task(ctx: Context, task: Task, error: str) -> None:
+    end_task(ctx, task, FAILED, error)
+
+
+def end_task(ctx: Context, task: Task, status: str, error: str = "") -> None:
+    """Finish a task as failed or canceled: no chunk of it runs any more."""
+    now = ctx.clock()
+    open_chunks = Chunk.select(Chunk.id).where(Chunk.task == task.id, Chunk.status.not_in(CHUNK_FINAL))
+    Attempt.update(outcome=CANCELED, finished_at=now).where(
+        Attempt.chunk.in_(open_chunks), Attempt.finished_at.is_null()).execute()
+    Chunk.update(status=CANCELED, finished_at=now, lease_id=None).where(
+        Chunk.task == task.id, Chunk.status.not_in(CHUNK_FINAL)).execute()
+    Task.update(status=status, error=error, finished_at=now).where(Task.id == task.id).execute()
+    log.info("task %s: %s -> %s%s", task.id, task.status, status, f" ({error})" if error else "")
+    ctx.send(messages.ControlHalt(task_id=task.id, action="cancel"))
+    ctx.wake_release()
+
+
+def set_status(task: Task, status: str) -> None:
+    log.info("task %s: %s -> %s", task.id, task.status, status)
+    Task.update(status=status).where(Task.id == task.id).execute()
+    task.status = status
+
+
+def after_chunk_completed(ctx: Context, task: Task, chunk: Chunk) -> None:
+    """Unblock chunks that waited for this one; complete the task when all are done."""
+    blocked = Chunk.select().where(Chunk.task == task.id, Chunk.status == BLOCKED)
+    done = {c.index for c in Chunk.select(Chunk.index).where(
+        Chunk.task == task.id, Chunk.status == COMPLETED)}
+    for waiting in blocked:
+        if set(waiting.depends_on) <= done:
+            Chunk.update(status=PENDING).where(Chunk.id == waiting.id).execute()
+            log.info("task %s: chunk %s unblocked", task.id, waiting.index)
+            ctx.wake_release()
+    remaining = Chunk.select().where(Chunk.task == task.id, Chunk.status != COMPLETED).exists()
+    if not remaining:
+        Task.update(status=COMPLETED, finished_at=ctx.clock()).where(Task.id == task.id).execute()
+        log.info("task %s: %s -> completed", task.id, task.status)

@@ -1,0 +1,89 @@
+"""Worker state: registration, heartbeats, goodbyes, operator changes, lost agents."""
+from __future__ import annotations
+
+import logging
+
+from common import messages
+from common.models import DISABLED, ENABLED, OFFLINE, ONLINE, RELEASED, RUNNING, Chunk, Worker
+from dispatcher.context import Context
+from dispatcher.leases import requeue_lost
+
+log = logging.getLogger("dispatcher.workers")
+
+
+def worker_named(ctx: Context, name: str) -> Worker:
+    """The worker row for an agent name, created if the agent is new to us."""
+    worker = Worker.get_or_none(Worker.name == name)
+    if worker is None:
+        worker = Worker.create(name=name, hostname=name, connection=ONLINE, last_heartbeat=ctx.clock())
+        log.info("worker %s: registered (id %s)", name, worker.id)
+    return worker
+
+
+def on_hello(ctx: Context, msg: messages.AgentHello) -> None:
+    worker = worker_named(ctx, msg.agent)
+    if worker.boot_id and msg.boot_id and worker.boot_id != msg.boot_id:
+        # A new process under the same name: whatever the old one ran is lost.
+        requeue_lost(ctx, worker, "agent restarted")
+    Worker.update(
+        hostname=msg.hostname, system=msg.system, pools=msg.pools, commands=msg.commands,
+        ip_address=msg.ip_address, mac_address=msg.mac_address, versions=msg.versions,
+        boot_id=msg.boot_id, connection=ONLINE, last_heartbeat=ctx.clock(),
+        activity=worker.activity or "idle",
+    ).where(Worker.id == worker.id).execute()
+    if worker.connection != ONLINE:
+        log.info("worker %s: %s -> online (hello)", msg.agent, worker.connection)
+    ctx.wake_release()
+
+
+def on_heartbeat(ctx: Context, msg: messages.AgentHeartbeat) -> None:
+    worker = worker_named(ctx, msg.agent)
+    # The dispatcher's clock decides liveness: agents' clocks may be skewed.
+    Worker.update(connection=ONLINE, last_heartbeat=ctx.clock(), update_frequent=msg.update_frequent,
+                  update_less_frequent=msg.update_less_frequent).where(Worker.id == worker.id).execute()
+    if worker.connection != ONLINE:
+        log.info("worker %s: offline -> online (heartbeat)", worker.name)
+        ctx.wake_release()
+    if msg.lease_id:
+        live = Chunk.select().where(Chunk.lease_id == msg.lease_id,
+                                    Chunk.status.in_((RELEASED, RUNNING))).exists()
+        if not live:
+            chunk = Chunk.get_or_none(Chunk.lease_id == msg.lease_id)
+            log.info("worker %s: holds lease %s that is no longer live; aborting it", worker.name,
+                     msg.lease_id)
+            ctx.send(messages.ControlAbort(chunk_id=chunk.id if chunk else 0, lease_id=msg.lease_id,
+                                           reason="lease no longer live"), worker.name)
+
+
+def on_goodbye(ctx: Context, msg: messages.AgentGoodbye) -> None:
+    worker = Worker.get_or_none(Worker.name == msg.agent)
+    if worker is None:
+        return
+    requeue_lost(ctx, worker, "agent stopped")
+    Worker.update(connection=OFFLINE, activity=f"stopped: {msg.reason}"[:255]).where(
+        Worker.id == worker.id).execute()
+    log.info("worker %s: %s -> offline (goodbye: %s)", worker.name, worker.connection, msg.reason)
+
+
+def on_update(ctx: Context, msg: messages.WorkerUpdate) -> None:
+    worker = Worker.get_or_none(Worker.id == msg.worker_id)
+    if worker is None:
+        return
+    if msg.status in (ENABLED, DISABLED) and msg.status != worker.status:
+        Worker.update(status=msg.status).where(Worker.id == worker.id).execute()
+        log.info("worker %s: %s -> %s", worker.name, worker.status, msg.status)
+        ctx.wake_release()
+    if msg.activity:
+        Worker.update(activity=msg.activity).where(Worker.id == worker.id).execute()
+
+
+def check_lost(ctx: Context) -> int:
+    """Mark workers silent for longer than the agent timeout offline; requeue their chunks."""
+    cutoff = ctx.clock() - ctx.config.agent_timeout_s
+    silent = list(Worker.select().where(Worker.connection == ONLINE, Worker.last_heartbeat < cutoff))
+    for worker in silent:
+        log.warning("worker %s: online -> offline (no heartbeat for %.1fs)",
+                    worker.name, ctx.clock() - worker.last_heartbeat)
+        Worker.update(connection=OFFLINE, activity="lost").where(Worker.id == worker.id).execute()
+        requeue_lost(ctx, worker, "agent lost (no heartbeat)")
+    return len(silent)

@@ -1,0 +1,255 @@
+"""The dispatcher's state machine, driven message by message on a real SQLite database."""
+from __future__ import annotations
+
+import pytest
+
+from common import messages as m
+from common.db import open_and_migrate
+from common.jobtypes import task_type
+from common.models import Attempt, Chunk, Task, Worker, database_proxy
+from dispatcher import release, workers
+from dispatcher.context import Context
+from dispatcher.service import HANDLERS
+
+
+class RecordingPublisher:
+    def __init__(self):
+        self.chunks, self.controls = [], []
+
+    def chunk(self, message, pool, priority):
+        self.chunks.append(message)
+
+    def control(self, message, agent=None):
+        self.controls.append((message, agent))
+
+
+class Farm:
+    """Applies messages exactly as the service does, with a controllable clock."""
+
+    def __init__(self, config):
+        self.now = 1000.0
+        self.ctx = Context(config, clock=lambda: self.now)
+        self.pub = RecordingPublisher()
+
+    def apply(self, msg):
+        with database_proxy.atomic():
+            HANDLERS[type(msg)](self.ctx, msg)
+        for message, agent in self.ctx.outbox:
+            self.pub.control(message, agent)
+        self.ctx.outbox.clear()
+
+    def release(self):
+        before = len(self.pub.chunks)
+        release.release(self.ctx, self.pub)
+        return self.pub.chunks[before:]
+
+    def submit(self, type_name="sleep", priority=50, max_retries=3, **settings):
+        v = task_type(type_name).validate(settings)
+        task = Task.create(type=type_name, parser=type_name, settings=v.settings, priority=priority,
+                           frame_start=v.frame_start, frame_end=v.frame_end,
+                           frames_total=v.frames_total, max_retries=max_retries)
+        self.apply(m.TaskSubmitted(task_id=task.id))
+        return task.id
+
+    def hello(self, name, commands=("sleep",), boot="b1"):
+        self.apply(m.AgentHello(agent=name, hostname=name, system="Linux", pools=["default"],
+                                commands=list(commands), boot_id=boot))
+
+    def run(self, agent, assign, outcome="completed", frames=None):
+        self.apply(m.ChunkStarted(agent=agent, chunk_id=assign.chunk_id, lease_id=assign.lease_id,
+                                  started_at=self.now))
+        done = frames if frames is not None else [f for a, b in assign.frames for f in range(a, b + 1)]
+        self.apply(m.ChunkFinished(agent=agent, chunk_id=assign.chunk_id, lease_id=assign.lease_id,
+                                   outcome=outcome, finished_at=self.now, frames_done=done,
+                                   reason="exit code 1" if outcome == "failed" else ""))
+
+
+@pytest.fixture
+def farm(tmp_path):
+    from common.config import load_config
+
+    db = open_and_migrate(f"sqlite:///{tmp_path}/d.db")
+    db.connect(reuse_if_open=True)
+    yield Farm(load_config({}, release_ahead=0, agent_timeout_s=10, heartbeat_interval_s=1))
+    db.close()
+
+
+def test_a_sleep_task_runs_chunk_by_chunk_and_counts_every_frame_once(farm):
+    tid = farm.submit(frame_start=1, frame_end=6, chunk_size=3)
+    assert Chunk.select().where(Chunk.task == tid).count() == 2
+    farm.hello("a1")
+    (first,) = farm.release()
+    assert first.frames == [[1, 3]] and first.attempt == 1
+    assert farm.release() == []  # one idle agent, nothing released ahead
+    farm.apply(m.ChunkStarted(agent="a1", chunk_id=first.chunk_id, lease_id=first.lease_id, started_at=1))
+    farm.apply(m.ChunkProgress(agent="a1", chunk_id=first.chunk_id, lease_id=first.lease_id,
+                               frames_done=[1, 2]))
+    farm.apply(m.ChunkProgress(agent="a1", chunk_id=first.chunk_id, lease_id=first.lease_id,
+                               frames_done=[1, 2]))  # duplicate delivery
+    task = Task.get_by_id(tid)
+    assert (task.status, task.frames_done, task.frame_current) == ("rendering", 2, 2)
+    assert Worker.get(name="a1").current_task == tid
+    farm.apply(m.ChunkFinished(agent="a1", chunk_id=first.chunk_id, lease_id=first.lease_id,
+                               outcome="completed", finished_at=2, frames_done=[1, 2, 3]))
+    (second,) = farm.release()
+    farm.run("a1", second)
+    farm.run("a1", second)  # a duplicate of the whole attempt changes nothing
+    task = Task.get_by_id(tid)
+    assert (task.status, task.frames_done, task.frame_current) == ("completed", 6, 6)
+    assert [c.frames_done for c in Chunk.select().order_by(Chunk.index)] == [[1, 2, 3], [4, 5, 6]]
+
+
+def test_a_report_on_an_old_lease_changes_nothing_and_the_sender_is_told_to_abort(farm):
+    farm.submit(frame_start=1, frame_end=1)
+    farm.hello("a1")
+    (assign,) = farm.release()
+    farm.apply(m.ChunkFinished(agent="a1", chunk_id=assign.chunk_id, lease_id="not-the-lease",
+                               outcome="completed", finished_at=1, frames_done=[1]))
+    farm.apply(m.ChunkStarted(agent="a2", chunk_id=assign.chunk_id, lease_id="old", started_at=1))
+    chunk = Chunk.get_by_id(assign.chunk_id)
+    assert chunk.status == "released" and chunk.frames_done == []
+    assert [(c.kind, a) for c, a in farm.pub.controls] == [("control.abort", "a2")]
+
+
+def test_a_failing_chunk_is_retried_then_fails_the_task_with_every_attempt_kept(farm):
+    tid = farm.submit(frame_start=1, frame_end=2, chunk_size=2, max_retries=2)
+    farm.hello("a1")
+    for _ in range(3):
+        (assign,) = farm.release()
+        farm.run("a1", assign, outcome="failed", frames=[1])
+    task = Task.get_by_id(tid)
+    assert task.status == "failed" and "failed 3 times" in task.error and task.frames_done == 0
+    assert farm.release() == []
+    assert [a.outcome for a in Attempt.select().order_by(Attempt.number)] == ["failed"] * 3
+
+
+def test_a_retry_prefers_an_agent_that_has_not_failed_the_chunk(farm):
+    farm.submit(frame_start=1, frame_end=1)
+    farm.hello("a1")
+    (assign,) = farm.release()
+    farm.run("a1", assign, outcome="failed")
+    farm.hello("a2")
+    (retry,) = farm.release()
+    assert retry.exclude_agents == ["a1"] and retry.attempt == 2
+
+
+def test_a_silent_agent_goes_offline_and_its_chunk_is_queued_again(farm):
+    tid = farm.submit(frame_start=1, frame_end=3, chunk_size=3)
+    farm.hello("a1")
+    (assign,) = farm.release()
+    farm.apply(m.ChunkStarted(agent="a1", chunk_id=assign.chunk_id, lease_id=assign.lease_id, started_at=1))
+    farm.apply(m.ChunkProgress(agent="a1", chunk_id=assign.chunk_id, lease_id=assign.lease_id,
+                               frames_done=[1]))
+    farm.now += 5
+    assert workers.check_lost(farm.ctx) == 0
+    farm.now += 6
+    with database_proxy.atomic():
+        assert workers.check_lost(farm.ctx) == 1
+    assert Worker.get(name="a1").connection == "offline"
+    chunk = Chunk.get_by_id(assign.chunk_id)
+    assert chunk.status == "pending" and chunk.failures == 0
+    assert Task.get_by_id(tid).frames_done == 0
+    farm.hello("a2")
+    (again,) = farm.release()
+    assert again.chunk_id == assign.chunk_id and again.lease_id != assign.lease_id
+    farm.run("a2", again)
+    assert Task.get_by_id(tid).status == "completed"
+
+
+def test_an_agent_restarting_under_its_name_gives_back_what_it_was_running(farm):
+    farm.submit(frame_start=1, frame_end=1)
+    farm.hello("a1", boot="first")
+    (assign,) = farm.release()
+    farm.apply(m.ChunkStarted(agent="a1", chunk_id=assign.chunk_id, lease_id=assign.lease_id, started_at=1))
+    worker_id = Worker.get(name="a1").id
+    farm.hello("a1", boot="second")
+    assert Worker.get(name="a1").id == worker_id
+    assert Chunk.get_by_id(assign.chunk_id).status == "pending"
+
+
+def test_higher_priority_chunks_are_released_first(farm):
+    farm.submit(frame_start=1, frame_end=4, priority=10)
+    high = farm.submit(frame_start=1, frame_end=2, priority=90)
+    farm.hello("a1")
+    (assign,) = farm.release()
+    assert assign.task_id == high
+
+
+def test_raising_a_tasks_priority_reorders_its_pending_chunks(farm):
+    low = farm.submit(frame_start=1, frame_end=4, priority=10)
+    farm.submit(frame_start=1, frame_end=4, priority=50)
+    farm.apply(m.TaskUpdate(task_id=low, priority=99))
+    farm.hello("a1")
+    (assign,) = farm.release()
+    assert assign.task_id == low
+
+
+def test_a_paused_task_releases_nothing_until_resumed(farm):
+    tid = farm.submit(frame_start=1, frame_end=2)
+    farm.apply(m.TaskUpdate(task_id=tid, status="paused"))
+    farm.hello("a1")
+    assert farm.release() == []
+    assert Task.get_by_id(tid).status == "paused"
+    farm.apply(m.TaskUpdate(task_id=tid, status="queued"))
+    assert len(farm.release()) == 1
+    assert [c.kind for c, _ in farm.pub.controls] == ["control.halt", "control.resume"]
+
+
+def test_cancel_ends_every_open_chunk_and_tells_all_agents(farm):
+    tid = farm.submit(frame_start=1, frame_end=4)
+    farm.hello("a1")
+    (assign,) = farm.release()
+    farm.apply(m.ChunkStarted(agent="a1", chunk_id=assign.chunk_id, lease_id=assign.lease_id, started_at=1))
+    farm.apply(m.TaskCancel(task_id=tid))
+    assert Task.get_by_id(tid).status == "canceled"
+    assert {c.status for c in Chunk.select()} == {"canceled"}
+    halt, agent = farm.pub.controls[-1]
+    assert (halt.kind, halt.action, agent) == ("control.halt", "cancel", None)
+    farm.apply(m.ChunkFinished(agent="a1", chunk_id=assign.chunk_id, lease_id=assign.lease_id,
+                               outcome="canceled", finished_at=2))
+    assert Task.get_by_id(tid).status == "canceled"
+    assert farm.release() == []
+
+
+def test_a_declined_chunk_goes_back_without_counting_a_failure(farm):
+    farm.submit(frame_start=1, frame_end=1)
+    farm.hello("a1")
+    (assign,) = farm.release()
+    farm.apply(m.ChunkFinished(agent="a1", chunk_id=assign.chunk_id, lease_id=assign.lease_id,
+                               outcome="declined", finished_at=1, reason="excluded"))
+    chunk = Chunk.get_by_id(assign.chunk_id)
+    assert (chunk.status, chunk.failures) == ("pending", 0)
+
+
+def test_the_video_chunk_waits_until_every_render_chunk_has_completed(farm):
+    tid = farm.submit("blender_render", filepath="/f/a.blend", output_path="/o/a_####",
+                      frame_start=1, frame_end=4, chunk_size=2, video=True)
+    farm.hello("a1", commands=("blender_render", "ffmpeg_encode"))
+    farm.hello("a2", commands=("blender_render", "ffmpeg_encode"))
+    first, second = farm.release()
+    assert {first.command, second.command} == {"blender_render"}
+    farm.run("a1", first)
+    assert farm.release() == []  # the encode chunk is still blocked
+    farm.run("a2", second)
+    (encode,) = farm.release()
+    assert encode.command == "ffmpeg_encode" and encode.parser == "ffmpeg"
+    farm.run("a1", encode)
+    task = Task.get_by_id(tid)
+    assert (task.status, task.frames_done) == ("completed", 4)
+
+
+def test_agents_only_get_commands_they_support(farm):
+    farm.submit("blender_render", filepath="/f/a.blend", output_path="/o/a_####", frame_start=1,
+                frame_end=1)
+    farm.hello("a1", commands=("sleep",))
+    assert farm.release() == []
+    assert release.waiting_without_agents() == {("default", "blender_render"): 1}
+
+
+def test_a_disabled_worker_gets_nothing_and_is_excluded_from_queued_chunks(farm):
+    farm.submit(frame_start=1, frame_end=2)
+    farm.hello("a1")
+    farm.hello("a2")
+    farm.apply(m.WorkerUpdate(worker_id=Worker.get(name="a2").id, status="disabled"))
+    (assign,) = farm.release()
+    assert assign.exclude_agents == ["a2"]
