@@ -1,0 +1,116 @@
+"""Running a real farm for integration tests: gateway, dispatcher and agents as processes."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from tests.conftest import free_port, wait_for
+
+CORRAL = [sys.executable, "-m", "corral.cli"]
+
+
+class Farm:
+    """Starts Corral processes with one test's environment and stops them all afterwards."""
+
+    def __init__(self, env: dict[str, str], logdir: Path) -> None:
+        self.env = env
+        self.logdir = logdir
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.port = free_port()
+        self.api = f"http://127.0.0.1:{self.port}"
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen([*CORRAL, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def gateway(self) -> None:
+        self._spawn("gateway", "gateway", "--port", str(self.port), "--workers", "2")
+        wait_for(self._healthy, timeout=30, what="the gateway to answer /health")
+
+    def _healthy(self) -> bool:
+        try:
+            return requests.get(f"{self.api}/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def dispatcher(self) -> subprocess.Popen:
+        return self._spawn("dispatcher", "dispatcher")
+
+    def agent(self, name: str, *pools: str) -> subprocess.Popen:
+        args = ["agent", "--name", name]
+        for pool in pools:
+            args += ["--pool", pool]
+        return self._spawn(f"agent-{name}", *args)
+
+    def wait_online(self, names: list[str], timeout: float = 30) -> dict:
+        def online():
+            workers = self.get("/workers")
+            return workers if all(workers.get(n, {}).get("connection") == "online" for n in names) else None
+        return wait_for(online, timeout=timeout, what=f"workers {names} online")
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return proc.returncode if proc else None
+        proc.send_signal(sig)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            return proc.wait(5)
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            self.stop(name, signal.SIGTERM, timeout=10)
+
+    def logs(self) -> str:
+        parts = []
+        for path in sorted(self.logdir.glob("*.log")):
+            text = path.read_text(errors="replace")
+            parts.append(f"===== {path.name} =====\n{text[-4000:]}")
+        return "\n".join(parts)
+
+    # -- REST --------------------------------------------------------------
+
+    def get(self, path: str):
+        response = requests.get(f"{self.api}{path}", timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def submit(self, type_name: str, settings: dict, **fields) -> dict:
+        response = requests.post(f"{self.api}/tasks", json={"type": type_name, "settings": settings, **fields},
+                                 timeout=10)
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    def wait_task(self, task_id: int, statuses=("completed",), timeout: float = 60) -> dict:
+        def done():
+            task = self.get(f"/tasks/{task_id}")
+            return task if task["status"] in statuses else None
+        try:
+            return wait_for(done, timeout=timeout, interval=0.2, what=f"task {task_id} in {statuses}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.logs()}") from None
+
+
+def sleep_settings(first: int, last: int, chunk: int, seconds: float) -> dict:
+    return {"frame_start": first, "frame_end": last, "chunk_size": chunk, "seconds_per_frame": seconds}
+
+
+def poll_until(predicate, timeout: float, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return None

@@ -1,0 +1,63 @@
+"""`corral up`: the one-process farm on memory:// and SQLite, driven over HTTP."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+import requests
+
+from tests.conftest import free_port, wait_for
+from tests.integration.farmproc import CORRAL, sleep_settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def corral_up(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([*CORRAL, "up", "--port", str(port), "--agents", "2",
+                             "--data-dir", str(tmp_path / "var")],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    api = f"http://127.0.0.1:{port}"
+
+    def healthy():
+        try:
+            return requests.get(f"{api}/health", timeout=1).ok
+        except requests.RequestException:
+            return proc.poll() is not None and pytest.fail((tmp_path / "up.log").read_text())
+    wait_for(healthy, timeout=30, what="corral up to answer")
+    yield proc, api, tmp_path
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+def test_corral_up_runs_a_submitted_task_to_completion_and_stops_cleanly(corral_up):
+    proc, api, tmp_path = corral_up
+    wait_for(lambda: len([w for w in requests.get(f"{api}/workers", timeout=5).json().values()
+                          if w["connection"] == "online"]) == 2, timeout=20, what="two agents online")
+    low = requests.post(f"{api}/tasks", json={"type": "sleep", "priority": 10,
+                                              "settings": sleep_settings(1, 6, 1, 0.2)}, timeout=5).json()
+    high = requests.post(f"{api}/tasks", json={"type": "sleep", "priority": 90,
+                                               "settings": sleep_settings(1, 2, 1, 0.01)}, timeout=5).json()
+
+    def finished():
+        tasks = [requests.get(f"{api}/tasks/{t['id']}", timeout=5).json() for t in (low, high)]
+        return tasks if all(t["status"] == "completed" for t in tasks) else None
+    done_low, done_high = wait_for(finished, timeout=40, what="both tasks to complete")
+    assert done_low["frames_done"] == 6 and done_high["frames_done"] == 2
+    # Without broker priorities, the embedded dispatcher still ran the high task before most of the low.
+    assert done_high["finished_at"] < done_low["finished_at"]
+    out = (tmp_path / "up.log").read_text()
+    assert "curl" in out and "memory://" in out
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
