@@ -7,7 +7,7 @@ from common.errors import ValidationError
 
 FRAME_MIN, FRAME_MAX = -1_048_574, 1_048_574  # Blender's own limits
 MAX_FRAMES = 1_000_000
-_PART = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$")
+_PART = re.compile(r"^\s*(-?\d{1,9})\s*(?:-\s*(-?\d{1,9})\s*)?$")
 
 Ranges = list[list[int]]
 

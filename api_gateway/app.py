@@ -1,0 +1,45 @@
+"""Building the gateway's WSGI application.
+
+``create_app`` takes everything the gateway talks to: the config, a publisher
+(``common.bus.Publisher`` or a test stub) and a clock. The caller has already
+opened the database with ``common.db.open_and_migrate``.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable
+
+import falcon
+import falcon.media
+
+from api_gateway import errors
+from api_gateway.events import EventPublisher, EventSender
+from api_gateway.health import Health
+from api_gateway.middleware import DatabaseConnection
+from api_gateway.tasks import TaskChunks, TaskCollection, TaskItem
+from api_gateway.workers import WorkerCollection, WorkerItem
+from common.config import Config
+
+# Ids in paths: anything that is not a positive 64-bit integer matches no route (404).
+ID = "int(min=1, max=9223372036854775807)"
+
+
+def create_app(config: Config, publisher: EventPublisher,
+               clock: Callable[[], float] = time.time) -> falcon.App:
+    app = falcon.App(middleware=[DatabaseConnection()])
+    app.req_options.strip_url_path_trailing_slash = True
+    # ASCII-only JSON: any text the database holds can be sent.
+    json_handler = falcon.media.JSONHandler(dumps=functools.partial(json.dumps, separators=(",", ":")))
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    errors.install(app)
+
+    events = EventSender(publisher)
+    app.add_route("/tasks", TaskCollection(config, events, clock))
+    app.add_route(f"/tasks/{{task_id:{ID}}}", TaskItem(events))
+    app.add_route(f"/tasks/{{task_id:{ID}}}/chunks", TaskChunks())
+    app.add_route("/workers", WorkerCollection(clock))
+    app.add_route(f"/workers/{{worker_id:{ID}}}", WorkerItem(events))
+    app.add_route("/health", Health(events))
+    return app

@@ -1,0 +1,184 @@
+"""What each request may carry, checked before anything touches the database.
+
+Every function takes a parsed ``Body`` (or the request's query) and returns
+plain values, or raises ``ValidationError`` naming the first bad field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from typing import Any
+
+import falcon
+
+from api_gateway.media import Body, check_text, parse_json, query_int
+from common import jobtypes
+from common.config import Config
+from common.errors import ValidationError
+from common.models import DISABLED, ENABLED, PAUSED, QUEUED, TASK_STATUSES
+
+POOL_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
+WORKER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,199}$")
+MAX_CLIENT_TASK_ID = 200
+TASK_FIELDS = ("type", "settings", "parser", "priority", "task_id", "pool", "max_retries")
+TASK_PATCH_STATUSES = (PAUSED, QUEUED)
+WORKER_FIELDS = ("hostname", "system", "name", "ip_address", "port")
+# Operator control of a worker, and the activity reports of legacy workers.
+WORKER_CONTROL = (ENABLED, DISABLED)
+WORKER_ACTIVITY = ("rendering", "available")
+LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 50, 500
+MAX_OFFSET = 2**31 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class NewTask:
+    """A checked task submission, ready to become a ``Task`` row."""
+
+    type: str
+    parser: str
+    priority: int
+    pool: str
+    max_retries: int
+    client_task_id: str | None
+    validated: jobtypes.Validated
+
+
+def parse_submission(body: Body, config: Config) -> NewTask:
+    body.reject_unknown(TASK_FIELDS)
+    if body.get("type") is None:
+        raise ValidationError("type", "is required")
+    ttype = jobtypes.task_type(body.get("type"))
+    validated = ttype.validate(_settings(body.get("settings")))
+    return NewTask(
+        type=ttype.name,
+        parser=jobtypes.resolve_parser(ttype, body.get("parser")),
+        priority=_or(body.integer("priority", 0, 100), config.default_priority),
+        pool=body.string("pool", 32, pattern=POOL_RE) or "default",
+        max_retries=_or(body.integer("max_retries", 0, 100), config.default_max_retries),
+        client_task_id=_client_task_id(body.get("task_id")),
+        validated=validated,
+    )
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def _settings(value: Any) -> dict[str, Any]:
+    if value is None:
+        raise ValidationError("settings", "is required")
+    if isinstance(value, str):
+        value = parse_json(value, "settings")
+    if not isinstance(value, dict):
+        raise ValidationError("settings", "must be a JSON object (or a string holding one)")
+    return value
+
+
+def _client_task_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) >= 10**18:
+            raise ValidationError("task_id", "must have at most 18 digits")
+        return str(value)
+    return check_text("task_id", value, MAX_CLIENT_TASK_ID)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskChange:
+    priority: int | None
+    status: str | None
+
+
+def parse_task_patch(body: Body) -> TaskChange:
+    body.reject_unknown(("priority", "status"))
+    priority = body.integer("priority", 0, 100)
+    status = body.get("status")
+    if status is not None and status not in TASK_PATCH_STATUSES:
+        raise ValidationError("status", "must be paused or queued")
+    if priority is None and status is None:
+        raise ValidationError("body", "give priority and/or status")
+    return TaskChange(priority, status)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerRegistration:
+    name: str
+    hostname: str
+    system: str
+    ip_address: str
+    port: int | None
+
+
+def parse_worker_registration(body: Body) -> WorkerRegistration:
+    body.reject_unknown(WORKER_FIELDS)
+    hostname = _required_text(body, "hostname", 255)
+    system = _required_text(body, "system", 255)
+    name = body.string("name", 200, pattern=WORKER_NAME_RE)
+    if name is None:
+        if not WORKER_NAME_RE.match(hostname):
+            raise ValidationError("name", "is required when hostname is not a valid worker name "
+                                          f"({WORKER_NAME_RE.pattern})")
+        name = hostname
+    return WorkerRegistration(name, hostname, system, _ip_address(body.get("ip_address")),
+                              body.integer("port", 0, 65535))
+
+
+def _required_text(body: Body, name: str, max_chars: int) -> str:
+    value = body.get(name)
+    if value is None:
+        raise ValidationError(name, "is required")
+    return check_text(name, value, max_chars)
+
+
+def _ip_address(value: Any) -> str:
+    if value is None:
+        return ""
+    text = check_text("ip_address", value, 64)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValidationError("ip_address", "must be an IPv4 or IPv6 address") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerChange:
+    status: str | None = None
+    activity: str | None = None
+
+
+def parse_worker_patch(body: Body) -> WorkerChange:
+    body.reject_unknown(("status",))
+    status = body.get("status")
+    if status is None:
+        raise ValidationError("status", "is required")
+    if status in WORKER_CONTROL:
+        return WorkerChange(status=status)
+    if status in WORKER_ACTIVITY:
+        return WorkerChange(activity=status)
+    raise ValidationError("status", f"must be one of {', '.join(WORKER_CONTROL + WORKER_ACTIVITY)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskQuery:
+    statuses: tuple[str, ...]
+    type: str | None
+    limit: int
+    offset: int
+
+
+def parse_task_query(req: falcon.Request) -> TaskQuery:
+    statuses: tuple[str, ...] = ()
+    raw_status = req.get_param("status")
+    if raw_status:
+        statuses = tuple(s.strip() for s in raw_status.split(","))
+        for status in statuses:
+            if status not in TASK_STATUSES:
+                raise ValidationError("status", f"must be among {', '.join(TASK_STATUSES)}")
+    ttype = req.get_param("type") or None
+    if ttype is not None:
+        ttype = jobtypes.task_type(ttype).name
+    limit = query_int(req, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
+    offset = query_int(req, "offset", 0, 0, MAX_OFFSET)
+    return TaskQuery(statuses, ttype, limit, offset)

@@ -1,0 +1,132 @@
+"""Every database statement the gateway runs.
+
+The gateway reads anything but writes only two things: a new ``Task`` row and a
+new ``Worker`` identity (and takes back a task row it could not hand over to
+the dispatcher). Every later change is the dispatcher's.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from peewee import JOIN, IntegrityError, fn
+
+from api_gateway.errors import Conflict
+from api_gateway.inputs import NewTask, TaskQuery, WorkerRegistration
+from api_gateway.serialize import attempt_body, chunk_body
+from common.errors import NotFound
+from common.models import ONLINE, QUEUED, Attempt, Chunk, Task, Worker, database_proxy
+
+
+def get_task(task_id: int) -> Task:
+    task = Task.get_or_none(Task.id == task_id)
+    if task is None:
+        raise NotFound("task", task_id)
+    return task
+
+
+def _filtered(query: TaskQuery) -> Any:
+    select = Task.select()
+    if query.statuses:
+        select = select.where(Task.status.in_(query.statuses))
+    if query.type is not None:
+        select = select.where(Task.type == query.type)
+    return select
+
+
+def list_tasks(query: TaskQuery) -> list[Task]:
+    """One page of tasks, newest first."""
+    select = _filtered(query).order_by(Task.id.desc()).limit(query.limit).offset(query.offset)
+    return list(select)
+
+
+def count_tasks(query: TaskQuery) -> int:
+    return _filtered(query).count()
+
+
+def insert_task(new: NewTask, now: float) -> tuple[Task, bool]:
+    """Insert the task, or return the one already recorded under the same client id.
+
+    Returns ``(task, created)``. Two submissions racing with one client id meet
+    the unique constraint: the loser returns the winner's row.
+    """
+    if new.client_task_id is not None:
+        existing = Task.get_or_none(Task.client_task_id == new.client_task_id)
+        if existing is not None:
+            return existing, False
+    v = new.validated
+    try:
+        with database_proxy.atomic():
+            task = Task.create(
+                client_task_id=new.client_task_id, type=new.type, parser=new.parser,
+                settings=v.settings, pool=new.pool, priority=new.priority, status=QUEUED,
+                compiled=False, frame_start=v.frame_start, frame_end=v.frame_end,
+                frames_total=v.frames_total, format=v.format, max_retries=new.max_retries,
+                created_at=now,
+            )
+    except IntegrityError:
+        existing = Task.get_or_none(Task.client_task_id == new.client_task_id)
+        if existing is None:
+            raise Conflict(f"task_id {new.client_task_id} is being submitted by another request; "
+                           "retry") from None
+        return existing, False
+    return task, True
+
+
+def take_back_task(task_id: int) -> int:
+    """Delete a task the dispatcher never heard of (only while it is not compiled)."""
+    return Task.delete().where((Task.id == task_id) & (Task.compiled == False)).execute()  # noqa: E712
+
+
+def chunk_counts(task_id: int) -> dict[str, int]:
+    rows = (Chunk.select(Chunk.status, fn.COUNT(Chunk.id))
+            .where(Chunk.task == task_id).group_by(Chunk.status).tuples())
+    return {status: count for status, count in rows}
+
+
+def chunks_of(task_id: int) -> list[dict[str, Any]]:
+    """Every chunk of the task in index order, each with its attempts (three queries)."""
+    history: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    attempts = (Attempt.select(Attempt, Worker.name.alias("worker_name"))
+                .join(Chunk, on=(Attempt.chunk == Chunk.id))
+                .switch(Attempt)
+                .join(Worker, JOIN.LEFT_OUTER, on=(Attempt.worker == Worker.id))
+                .where(Chunk.task == task_id)
+                .order_by(Attempt.chunk, Attempt.number)
+                .objects())
+    for attempt in attempts:
+        history[attempt.chunk_id].append(attempt_body(attempt, attempt.worker_name))
+    chunks = (Chunk.select(Chunk, Worker.name.alias("worker_name"))
+              .join(Worker, JOIN.LEFT_OUTER, on=(Chunk.worker == Worker.id))
+              .where(Chunk.task == task_id)
+              .order_by(Chunk.index)
+              .objects())
+    return [chunk_body(chunk, chunk.worker_name, history[chunk.id]) for chunk in chunks]
+
+
+def all_workers() -> list[Worker]:
+    return list(Worker.select().order_by(Worker.name))
+
+
+def get_worker(worker_id: int) -> Worker:
+    worker = Worker.get_or_none(Worker.id == worker_id)
+    if worker is None:
+        raise NotFound("worker", worker_id)
+    return worker
+
+
+def register_worker(reg: WorkerRegistration, now: float) -> tuple[Worker, bool]:
+    """Get the worker named ``reg.name``, creating it if unknown; tolerates the unique race."""
+    existing = Worker.get_or_none(Worker.name == reg.name)
+    if existing is not None:
+        return existing, False
+    try:
+        with database_proxy.atomic():
+            worker = Worker.create(
+                name=reg.name, hostname=reg.hostname, system=reg.system,
+                ip_address=reg.ip_address, port=reg.port, connection=ONLINE,
+                last_heartbeat=now, registered_at=now,
+            )
+    except IntegrityError:
+        return Worker.get(Worker.name == reg.name), False
+    return worker, True

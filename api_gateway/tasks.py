@@ -1,0 +1,99 @@
+"""Task resources: submit, list, show, change, cancel, and list a task's chunks.
+
+The gateway records a submitted task and tells the dispatcher; changes and
+cancellations are only requests to the dispatcher, which applies them.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import falcon
+
+from api_gateway import queries
+from api_gateway.errors import Conflict
+from api_gateway.events import EventSender
+from api_gateway.inputs import parse_submission, parse_task_patch, parse_task_query
+from api_gateway.media import read_body
+from api_gateway.serialize import task_body
+from common.config import Config
+from common.errors import BrokerUnavailable
+from common.messages import TaskCancel, TaskSubmitted, TaskUpdate
+from common.models import TASK_FINAL, Task
+
+log = logging.getLogger(__name__)
+
+
+def _refuse_final(task: Task, action: str) -> None:
+    if task.status in TASK_FINAL:
+        raise Conflict(f"task {task.id} is {task.status}; it cannot be {action}")
+
+
+class TaskCollection:
+    """``/tasks``: submit a task, list tasks."""
+
+    def __init__(self, config: Config, events: EventSender, clock: Callable[[], float]) -> None:
+        self.config = config
+        self.events = events
+        self.clock = clock
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        query = parse_task_query(req)
+        resp.media = {
+            "tasks": [task_body(task) for task in queries.list_tasks(query)],
+            "total": queries.count_tasks(query),
+            "limit": query.limit,
+            "offset": query.offset,
+        }
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        new = parse_submission(read_body(req), self.config)
+        task, created = queries.insert_task(new, self.clock())
+        if created:
+            self._hand_over(task)
+            log.info("task %d (%s, client id %s) submitted", task.id, task.type, task.client_task_id)
+        resp.status = falcon.HTTP_202
+        resp.media = task_body(task)
+
+    def _hand_over(self, task: Task) -> None:
+        """Tell the dispatcher; if the broker cannot take it, the task was never submitted."""
+        try:
+            self.events.send(TaskSubmitted(task_id=task.id))
+        except BrokerUnavailable:
+            queries.take_back_task(task.id)
+            log.warning("task %d taken back: the broker did not accept task.submitted", task.id)
+            raise
+
+
+class TaskItem:
+    """``/tasks/{task_id}``: show, change priority or pause/resume, cancel."""
+
+    def __init__(self, events: EventSender) -> None:
+        self.events = events
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: int) -> None:
+        task = queries.get_task(task_id)
+        counts = queries.chunk_counts(task_id)
+        resp.media = {**task_body(task), "chunks_total": sum(counts.values()), "chunks_by_status": counts}
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, task_id: int) -> None:
+        task = queries.get_task(task_id)
+        change = parse_task_patch(read_body(req))
+        _refuse_final(task, "changed")
+        self.events.send(TaskUpdate(task_id=task_id, priority=change.priority, status=change.status))
+        resp.status = falcon.HTTP_204
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, task_id: int) -> None:
+        task = queries.get_task(task_id)
+        _refuse_final(task, "canceled")
+        self.events.send(TaskCancel(task_id=task_id))
+        resp.status = falcon.HTTP_202
+        resp.media = task_body(task)
+
+
+class TaskChunks:
+    """``/tasks/{task_id}/chunks``: the chunks of a task with their attempts."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: int) -> None:
+        queries.get_task(task_id)
+        resp.media = {"task_id": task_id, "chunks": queries.chunks_of(task_id)}

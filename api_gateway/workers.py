@@ -1,0 +1,51 @@
+"""Worker resources: list, register (legacy workers), show, and change status."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import falcon
+
+from api_gateway import queries
+from api_gateway.events import EventSender
+from api_gateway.inputs import parse_worker_patch, parse_worker_registration
+from api_gateway.media import read_body
+from api_gateway.serialize import worker_detail, worker_summary
+from common.messages import WorkerUpdate
+
+log = logging.getLogger(__name__)
+
+
+class WorkerCollection:
+    """``/workers``: every worker keyed by name; registration of a new identity."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {worker.name: worker_summary(worker) for worker in queries.all_workers()}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        registration = parse_worker_registration(read_body(req))
+        worker, created = queries.register_worker(registration, self.clock())
+        if created:
+            log.info("worker %s (id %d) registered from %s", worker.name, worker.id, worker.hostname)
+        resp.status = falcon.HTTP_201
+        resp.media = {worker.name: worker_summary(worker)}
+
+
+class WorkerItem:
+    """``/workers/{worker_id}``: details; status changes go to the dispatcher."""
+
+    def __init__(self, events: EventSender) -> None:
+        self.events = events
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, worker_id: int) -> None:
+        resp.media = worker_detail(queries.get_worker(worker_id))
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, worker_id: int) -> None:
+        worker = queries.get_worker(worker_id)
+        change = parse_worker_patch(read_body(req))
+        self.events.send(WorkerUpdate(worker_id=worker_id, status=change.status,
+                                      activity=change.activity))
+        resp.media = {"task_id": worker.current_task}
