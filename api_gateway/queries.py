@@ -130,3 +130,11 @@ def register_worker(reg: WorkerRegistration, now: float) -> tuple[Worker, bool]:
     except IntegrityError:
         return Worker.get(Worker.name == reg.name), False
     return worker, True
+
+
+def files_of(task_id: int) -> list[str]:
+    """Every output file the task's chunks reported, oldest chunk first."""
+    files: list[str] = []
+    for (chunk_files,) in Chunk.select(Chunk.files).where(Chunk.task == task_id).order_by(Chunk.index).tuples():
+        files.extend(chunk_files or [])
+    return files
