@@ -43,7 +43,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "gunicorn", "api_gateway.wsgi:application",
             "--bind", f"{args.host}:{args.port}", "--workers", str(args.workers),
             "--worker-class", "gthread", "--threads", str(args.threads),
-            "--graceful-timeout", "10", "--access-logfile", "-" if args.access_log else "/dev/null"]
+            "--graceful-timeout", "10", "--no-control-socket", "--access-logfile", "-" if args.access_log else "/dev/null"]
     os.execv(sys.executable, argv)
     return 0  # pragma: no cover - exec does not return
 
@@ -61,7 +61,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     config = _config()
     _require_real_broker(config, "agent")
     setup_logging(f"agent[{args.name}]")
-    from agent.service import run_agent
+    from agent.cli import run_agent
 
     return run_agent(config, args.name, args.pool or ["default"])
 

@@ -34,7 +34,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def run_embedded(host: str, port: int, agents: int, data_dir: str | None) -> int:
-    from agent.service import Agent
+    from agent.agent import Agent
     from api_gateway.app import create_app
     from dispatcher.service import Dispatcher
 

@@ -103,9 +103,9 @@ class Dispatcher:
             conn.ensure_connection(max_retries=1)
             channel = conn.channel()
             self.bus.declare_core(channel)
-            channel.basic_qos(prefetch_size=0, prefetch_count=200, a_global=False)
+            channel.basic_qos(0, 200, False)
             queues = [topo.dispatcher_queue(), topo.heartbeat_queue()]
-            with Consumer(channel, queues=queues, on_message=self._on_message, exclusive=True):
+            with Consumer(channel, queues=queues, on_message=self._on_message):
                 log.info("dispatcher consuming from %s (namespace %s)",
                          ", ".join(q.name for q in queues), topo.namespace)
                 self.ready.set()
