@@ -141,7 +141,7 @@ def test_a_broken_render_fails_the_task_with_its_reason_and_never_claims_success
     task = farm.submit("blender_render", {"filepath": scene, "output_path": output, "frame_start": 1,
                                           "frame_end": 2, "chunk_size": 2}, max_retries=1, pool=pool)
     result = farm.wait_task(task["id"], statuses=("failed",), timeout=120)
-    expected = {"missing": "not found", "corrupt": "not supported", "unwritable": "",
+    expected = {"missing": "not found", "corrupt": "not supported", "unwritable": "output",
                 "crash": "signal"}[case]
     assert expected in result["error"].lower() or expected in result["error"], result["error"]
     rows = chunk_rows(farm.env, task["id"])

@@ -1,0 +1,394 @@
+"""The render-node agent: takes chunks from the broker, runs them, reports events.
+
+Threads, each with its own broker connection (kombu connections are not
+thread-safe): the consumer thread (chunk and control queues, reconnects), the
+heartbeat thread, and one runner thread per held chunk that reports through
+the shared, thread-safe ``Publisher``.
+
+Taking a chunk, in the order the dispatcher relies on: cancel the chunk
+consumers, publish ``ChunkStarted`` (confirmed), ack the delivery (the lease,
+kept alive by heartbeats, holds the chunk from then on), run it, publish
+``ChunkFinished``, consume again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+from kombu import Connection, Consumer
+
+from agent import machine
+from agent.errors import AgentStartError, ChunkRefused
+from agent.halts import HaltSet
+from agent.heartbeat import Heartbeat
+from agent.parsers import Progress
+from agent.registry import Registry, default_registry
+from agent.runner import ChunkRun, Result
+from common.bus import CONNECTION_ERRORS, CONTENT_TYPE, Bus, decode_or_dead_letter
+from common.config import Config
+from common.errors import BrokerUnavailable
+from common.frames import expand
+from common.messages import (
+    AgentGoodbye,
+    AgentHello,
+    ChunkAssign,
+    ChunkFinished,
+    ChunkProgress,
+    ChunkStarted,
+    ControlAbort,
+    ControlHalt,
+    ControlResume,
+    Message,
+)
+
+log = logging.getLogger(__name__)
+
+AMQP_HEARTBEAT_S = 30
+BUSY_DRAIN_S = 0.05
+IDLE_DRAIN_S = 0.5
+MAX_RECONNECT_DELAY_S = 30.0
+
+
+class ChunkLog(logging.LoggerAdapter):
+    """Prefixes every line with the chunk's ids, bound once."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['ids']}] {msg}", kwargs
+
+
+@dataclasses.dataclass
+class Held:
+    """The chunk this agent holds: its assignment, its attempt and the runner thread."""
+
+    assign: ChunkAssign
+    run: ChunkRun
+    thread: threading.Thread | None = None
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+
+class Agent:
+    """One render node. ``start``/``stop``/``kill`` like every Corral service."""
+
+    def __init__(self, config: Config, name: str, pools: list[str],
+                 registry: Registry | None = None, bus: Bus | None = None) -> None:
+        self.config = config
+        self.name = name
+        self.pools = list(pools) or ["default"]
+        self.registry = registry if registry is not None else default_registry(config)
+        self.bus = bus or Bus(config)
+        self.topology = self.bus.topology
+        self.publisher = self.bus.publisher()  # shared by the consumer and runner threads
+        self.boot_id = uuid.uuid4().hex
+        self.halted = HaltSet()
+        self.held: Held | None = None
+        self._stop_requested = threading.Event()
+        self._kill_requested = threading.Event()
+        self._ready = threading.Event()
+        self._finished = threading.Event()
+        self._chunk_consumers: list[Consumer] = []
+        self._consuming = False
+        self._connected_once = False
+        self._reconnect_delay_s = 1.0
+        self._thread = threading.Thread(target=self._serve, name=f"agent-{name}", daemon=True)
+        self._heartbeat = Heartbeat(self.bus, name, self.boot_id, config.heartbeat_interval_s,
+                                    self._held_lease, disk_path=config.data_dir)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self, timeout: float | None = 30.0) -> None:
+        """Connect and say hello; returns once registered (or raises AgentStartError)."""
+        log.info("agent %s starting: pools %s, commands %s", self.name, self.pools, self.registry.commands)
+        self._thread.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._ready.wait(0.1):
+            if self._finished.is_set():
+                return  # stopped before it ever connected
+            if deadline is not None and time.monotonic() > deadline:
+                self.kill(timeout=5)
+                raise AgentStartError(f"agent {self.name} could not reach the broker in {timeout:g}s")
+        self._heartbeat.start()
+
+    def run(self) -> None:
+        """Start and block until stopped (the CLI's main loop)."""
+        self.start(timeout=None)
+        while not self.wait(0.5):
+            pass
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the agent has said goodbye and closed."""
+        return self._finished.wait(timeout)
+
+    def request_stop(self) -> None:
+        """Stop taking chunks; finish the held one, then say goodbye. Does not block."""
+        self._stop_requested.set()
+
+    def request_kill(self) -> None:
+        """Kill the held chunk's child and hand the chunk back at once. Does not block."""
+        self._stop_requested.set()
+        self._kill_requested.set()
+        held = self.held
+        if held is not None:
+            held.run.cancel("declined", "agent stopping")
+
+    def stop(self, timeout: float | None = None) -> bool:
+        self.request_stop()
+        return self.wait(timeout)
+
+    def kill(self, timeout: float | None = None) -> bool:
+        self.request_kill()
+        return self.wait(timeout)
+
+    # -- the consumer thread ------------------------------------------------------
+
+    def _serve(self) -> None:
+        """Run sessions until stopped; a lost broker (or a bug) restarts the session with backoff."""
+        try:
+            while True:
+                try:
+                    self._session()
+                    return
+                except (*CONNECTION_ERRORS, BrokerUnavailable) as exc:
+                    if self._closing():
+                        return
+                    log.warning("broker connection lost (%s); reconnecting in %.1fs",
+                                exc, self._reconnect_delay_s)
+                except Exception:
+                    if self._closing():
+                        return
+                    log.exception("agent %s consumer failed; restarting it in %.1fs",
+                                  self.name, self._reconnect_delay_s)
+                self._chunk_consumers, self._consuming = [], False
+                self._kill_requested.wait(self._reconnect_delay_s)
+                self._reconnect_delay_s = min(self._reconnect_delay_s * 2, MAX_RECONNECT_DELAY_S)
+        finally:
+            self._shut_down()
+
+    def _closing(self) -> bool:
+        return self._kill_requested.is_set() or (self._stop_requested.is_set() and self.held is None)
+
+    def _session(self) -> None:
+        """One broker connection: consume until stopped; connection errors propagate."""
+        with self.bus.connection(heartbeat=AMQP_HEARTBEAT_S) as conn:
+            conn.ensure_connection(max_retries=1)
+            self._declare_consumers(conn)
+            self._say_hello()
+            if self._connected_once:
+                log.info("agent %s reconnected", self.name)
+            self._connected_once = True
+            self._reconnect_delay_s = 1.0
+            self._ready.set()
+            while self._step(conn):
+                pass
+
+    def _declare_consumers(self, conn: Connection) -> None:
+        control_channel = conn.channel()
+        self.bus.declare_core(control_channel)
+        agent_queue = self.topology.agent_queue(self.name)
+        control = Consumer(control_channel, [agent_queue], accept=[CONTENT_TYPE],
+                           on_message=functools.partial(self._on_control, agent_queue.name))
+        control.consume()
+        chunk_channel = conn.channel()
+        # One unacked chunk at a time across every chunk queue of this agent.
+        chunk_channel.basic_qos(0, 1, True)
+        self._chunk_consumers = [
+            Consumer(chunk_channel, [queue], accept=[CONTENT_TYPE],
+                     on_message=functools.partial(self._on_chunk, queue.name))
+            for queue in self._chunk_queues()
+        ]
+        self._consuming = False
+
+    def _chunk_queues(self) -> list[Any]:
+        return [self.topology.chunk_queue(pool, command)
+                for pool in self.pools for command in self.registry.commands]
+
+    def _step(self, conn: Connection) -> bool:
+        """One turn of the consumer loop; False once the agent should close."""
+        held = self.held
+        if held is not None and held.done.is_set():
+            if held.thread is not None:
+                held.thread.join()
+            self.held = held = None
+        if self._kill_requested.is_set() or (self._stop_requested.is_set() and held is None):
+            self._set_consuming(False)
+            return False
+        self._set_consuming(held is None and not self._stop_requested.is_set())
+        busy = held is not None or self._stop_requested.is_set()
+        try:
+            conn.drain_events(timeout=BUSY_DRAIN_S if busy else IDLE_DRAIN_S)
+        except TimeoutError:  # socket.timeout: nothing arrived
+            pass
+        conn.heartbeat_check()
+        return True
+
+    def _set_consuming(self, wanted: bool) -> None:
+        if wanted == self._consuming:
+            return
+        for consumer in self._chunk_consumers:
+            if wanted:
+                consumer.consume()
+            else:
+                consumer.cancel()
+        self._consuming = wanted
+
+    def _shut_down(self) -> None:
+        held = self.held
+        if held is not None:
+            if self._kill_requested.is_set():
+                held.run.cancel("declined", "agent stopping")
+            if held.thread is not None:
+                held.thread.join(self.config.kill_grace_s + 5)
+        self._heartbeat.stop()
+        reason = "killed" if self._kill_requested.is_set() else "stopped"
+        try:
+            self.publisher.event(AgentGoodbye(agent=self.name, reason=reason, boot_id=self.boot_id))
+        except BrokerUnavailable as exc:
+            log.warning("goodbye not sent: %s", exc)
+        self.publisher.close()
+        log.info("agent %s %s", self.name, reason)
+        self._finished.set()
+
+    def _say_hello(self) -> None:
+        ip_address, mac_address = machine.network_identity()
+        self.publisher.event(AgentHello(
+            agent=self.name, hostname=socket.gethostname(), system=machine.system_name(),
+            pools=self.pools, commands=self.registry.commands, ip_address=ip_address,
+            mac_address=mac_address, versions=dict(self.registry.versions), pid=os.getpid(),
+            boot_id=self.boot_id))
+
+    def _held_lease(self) -> str | None:
+        held = self.held
+        return held.assign.lease_id if held is not None else None
+
+    # -- messages -------------------------------------------------------------------
+
+    def _on_control(self, queue: str, message: Any) -> None:
+        msg = decode_or_dead_letter(self.publisher, message, queue)
+        if msg is None:
+            return
+        message.ack()
+        held = self.held
+        if isinstance(msg, ControlAbort):
+            if held is not None and held.assign.lease_id == msg.lease_id:
+                log.info("aborting chunk %s (lease %s): %s", msg.chunk_id, msg.lease_id, msg.reason)
+                held.run.cancel("canceled", msg.reason or "aborted by the dispatcher")
+        elif isinstance(msg, ControlHalt):
+            self.halted.add(msg.task_id)
+            if msg.action == "cancel" and held is not None and held.assign.task_id == msg.task_id:
+                log.info("task %s canceled: killing its chunk %s", msg.task_id, held.assign.chunk_id)
+                held.run.cancel("canceled", f"task {msg.task_id} canceled")
+        elif isinstance(msg, ControlResume):
+            self.halted.discard(msg.task_id)
+        else:
+            log.warning("ignoring unexpected %s on the control queue", msg.kind)
+
+    def _on_chunk(self, queue: str, message: Any) -> None:
+        msg = decode_or_dead_letter(self.publisher, message, queue)
+        if msg is None:
+            return
+        if not isinstance(msg, ChunkAssign):
+            reason = f"{msg.kind} is not a chunk.assign"
+            log.warning("dead-lettering a message from %s: %s", queue, reason)
+            routing_key = message.delivery_info.get("routing_key", "")
+            self.publisher.dead_letter(_raw(message), reason, routing_key, queue)
+            message.ack()
+            return
+        reason = self._decline_reason(msg)
+        if reason:
+            log.info("declining chunk %s of task %s: %s", msg.chunk_id, msg.task_id, reason)
+            # Not acked unless the decline is confirmed: otherwise the chunk comes back.
+            self.publisher.event(self._finished_message(msg, Result("declined", Progress(), reason=reason)))
+            message.ack()
+            return
+        self._set_consuming(False)
+        self.publisher.event(ChunkStarted(agent=self.name, chunk_id=msg.chunk_id,
+                                          lease_id=msg.lease_id, started_at=time.time()))
+        message.ack()
+        self._launch(msg)
+
+    def _decline_reason(self, assign: ChunkAssign) -> str:
+        if self._stop_requested.is_set():
+            return "agent stopping"
+        if self.name in assign.exclude_agents:
+            return f"agent {self.name} is excluded"
+        if assign.command not in self.registry.executors:
+            return f"command {assign.command} is not supported by agent {self.name}"
+        if assign.parser not in self.registry.parsers:
+            return f"parser {assign.parser} is not supported by agent {self.name}"
+        if assign.task_id in self.halted:
+            return f"task {assign.task_id} is halted"
+        if self.held is not None:
+            return f"agent {self.name} is busy with chunk {self.held.assign.chunk_id}"
+        return ""
+
+    # -- running a chunk ------------------------------------------------------------
+
+    def _launch(self, assign: ChunkAssign) -> None:
+        chunk_log = ChunkLog(log, {"ids": f"task {assign.task_id} chunk {assign.chunk_id} "
+                                          f"attempt {assign.attempt} agent {self.name}"})
+        parser = self.registry.parsers[assign.parser](expand(assign.frames))
+        held = Held(assign, ChunkRun(parser, self.config, functools.partial(self._progress, assign),
+                                     chunk_log))
+        held.thread = threading.Thread(target=self._execute, args=(held, chunk_log),
+                                       name=f"chunk-{assign.chunk_id}", daemon=True)
+        self.held = held
+        chunk_log.info("chunk released -> running (%s, frames %s)", assign.command, assign.frames)
+        held.thread.start()
+
+    def _execute(self, held: Held, chunk_log: ChunkLog) -> None:
+        assign = held.assign
+        try:
+            command = self.registry.executors[assign.command](assign, self.config)
+            result = held.run.run(command)
+        except ChunkRefused as exc:
+            # Nothing ran, so the reason is the whole log of this attempt.
+            result = Result("failed", held.run.parser.progress, reason=str(exc),
+                            log_tail=f"corral-agent: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a bug must fail the chunk, not the agent
+            chunk_log.exception("chunk crashed the runner")
+            result = Result("failed", held.run.parser.progress, reason=f"agent error: {exc}",
+                            log_tail=f"corral-agent: agent error: {exc}")
+        level = logging.INFO if result.outcome == "completed" else logging.WARNING
+        chunk_log.log(level, "running -> %s %s", result.outcome, result.reason)
+        try:
+            self._publish(self._finished_message(assign, result), keep_trying=True)
+        finally:
+            held.done.set()
+
+    def _progress(self, assign: ChunkAssign, progress: Progress, log_tail: str) -> None:
+        self._publish(ChunkProgress(
+            agent=self.name, chunk_id=assign.chunk_id, lease_id=assign.lease_id,
+            frames_done=list(progress.frames_done), frame_current=progress.frame_current,
+            files=list(progress.files), log_tail=log_tail))
+
+    def _finished_message(self, assign: ChunkAssign, result: Result) -> ChunkFinished:
+        tail_lines = result.log_tail.splitlines()[-self.config.log_tail_lines:]
+        return ChunkFinished(
+            agent=self.name, chunk_id=assign.chunk_id, lease_id=assign.lease_id,
+            outcome=result.outcome, finished_at=time.time(),
+            frames_done=list(result.progress.frames_done), files=list(result.progress.files),
+            exit_code=result.exit_code, reason=result.reason, log_tail="\n".join(tail_lines))
+
+    def _publish(self, message: Message, keep_trying: bool = False) -> None:
+        """Publish an event; a finished chunk is worth retrying until the agent is killed."""
+        while True:
+            try:
+                self.publisher.event(message)
+                return
+            except BrokerUnavailable as exc:
+                if not keep_trying or self._kill_requested.is_set():
+                    log.warning("%s not sent: %s", message.kind, exc)
+                    return
+                log.warning("%s not sent yet (%s); retrying", message.kind, exc)
+                self._kill_requested.wait(1.0)
+
+
+def _raw(message: Any) -> bytes:
+    body = message.body
+    return body if isinstance(body, bytes) else str(body).encode()

@@ -1,0 +1,1 @@
+"""Small programs the agent runs as child processes (test and demo commands)."""
