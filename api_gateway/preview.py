@@ -22,14 +22,14 @@ CONVERT_TIMEOUT_S = 20
 
 
 def last_written(files: list[str]) -> str | None:
-    """The newest existing image among a task's reported output files."""
-    newest, newest_mtime = None, -1.0
+    """The newest existing image among a task's reported output files (the later one on a tie)."""
+    newest, newest_mtime = None, -1
     for path in files:
         ext = os.path.splitext(path)[1].lower()
         if ext not in DIRECT and ext not in CONVERTIBLE:
             continue
         try:
-            mtime = os.stat(path).st_mtime
+            mtime = os.stat(path).st_mtime_ns
         except OSError:
             continue
         if mtime >= newest_mtime:

@@ -135,6 +135,7 @@ def register_worker(reg: WorkerRegistration, now: float) -> tuple[Worker, bool]:
 def files_of(task_id: int) -> list[str]:
     """Every output file the task's chunks reported, oldest chunk first."""
     files: list[str] = []
-    for (chunk_files,) in Chunk.select(Chunk.files).where(Chunk.task == task_id).order_by(Chunk.index).tuples():
+    rows = Chunk.select(Chunk.files).where(Chunk.task == task_id).order_by(Chunk.index).tuples()
+    for (chunk_files,) in rows:
         files.extend(chunk_files or [])
     return files

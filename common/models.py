@@ -15,7 +15,7 @@ from peewee import (
     BooleanField,
     CharField,
     DatabaseProxy,
-    FloatField,
+    DoubleField,
     ForeignKeyField,
     IntegerField,
     Model,
@@ -73,10 +73,10 @@ class Worker(BaseModel):
     current_task = IntegerField(null=True)
     current_chunk = IntegerField(null=True)
     current_lease = CharField(max_length=64, null=True)
-    last_heartbeat = FloatField(null=True)
+    last_heartbeat = DoubleField(null=True)
     update_frequent = JSONField(default=dict)
     update_less_frequent = JSONField(default=dict)
-    registered_at = FloatField(default=time.time)
+    registered_at = DoubleField(default=time.time)
 
     class Meta:
         table_name = "workers"
@@ -101,9 +101,9 @@ class Task(BaseModel):
     max_retries = IntegerField(default=3)
     worker = ForeignKeyField(Worker, null=True, backref="tasks", on_delete="SET NULL")
     error = TextField(default="")
-    created_at = FloatField(default=time.time)
-    started_at = FloatField(null=True)
-    finished_at = FloatField(null=True)
+    created_at = DoubleField(default=time.time)
+    started_at = DoubleField(null=True)
+    finished_at = DoubleField(null=True)
 
     class Meta:
         table_name = "tasks"
@@ -127,9 +127,9 @@ class Chunk(BaseModel):
     lease_id = CharField(max_length=64, null=True, index=True)
     worker = ForeignKeyField(Worker, null=True, backref="chunks", on_delete="SET NULL")
     files = JSONField(default=list)
-    released_at = FloatField(null=True)
-    started_at = FloatField(null=True)
-    finished_at = FloatField(null=True)
+    released_at = DoubleField(null=True)
+    started_at = DoubleField(null=True)
+    finished_at = DoubleField(null=True)
     log_tail = TextField(default="")
     error = TextField(default="")
 
@@ -147,8 +147,8 @@ class Attempt(BaseModel):
     lease_id = CharField(max_length=64, unique=True)
     worker = ForeignKeyField(Worker, null=True, on_delete="SET NULL")
     outcome = CharField(max_length=16, default=RUNNING)
-    started_at = FloatField(null=True)
-    finished_at = FloatField(null=True)
+    started_at = DoubleField(null=True)
+    finished_at = DoubleField(null=True)
     exit_code = IntegerField(null=True)
     reason = TextField(default="")
     log_tail = TextField(default="")
@@ -159,7 +159,7 @@ class Attempt(BaseModel):
 
 class SchemaVersion(BaseModel):
     version = IntegerField(primary_key=True)
-    applied_at = FloatField(default=time.time)
+    applied_at = DoubleField(default=time.time)
 
     class Meta:
         table_name = "schema_version"

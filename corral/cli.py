@@ -43,7 +43,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "gunicorn", "api_gateway.wsgi:application",
             "--bind", f"{args.host}:{args.port}", "--workers", str(args.workers),
             "--worker-class", "gthread", "--threads", str(args.threads),
-            "--graceful-timeout", "10", "--no-control-socket", "--access-logfile", "-" if args.access_log else "/dev/null"]
+            "--graceful-timeout", "10", "--no-control-socket",
+            "--access-logfile", "-" if args.access_log else "/dev/null"]
     os.execv(sys.executable, argv)
     return 0  # pragma: no cover - exec does not return
 

@@ -8,6 +8,7 @@ the highest-priority pending chunk is always the next one to run.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -22,6 +23,8 @@ from common.db import open_and_migrate
 from common.errors import ConfigError
 
 log = logging.getLogger("corral.up")
+SAMPLE_TASK = {"type": "sleep", "priority": 50,
+               "settings": {"frame_start": 1, "frame_end": 12, "chunk_size": 3, "seconds_per_frame": 0.5}}
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
@@ -98,7 +101,7 @@ Corral is up: {url}
 
 Submit a task:
   curl -s -X POST {url}/tasks -H 'Content-Type: application/json' \\
-    -d '{{"type": "sleep", "priority": 50, "settings": {{"frame_start": 1, "frame_end": 12, "chunk_size": 3, "seconds_per_frame": 0.5}}}}'
+    -d '{json.dumps(SAMPLE_TASK)}'
 Watch it:
   curl -s {url}/tasks/1
   curl -s {url}/workers

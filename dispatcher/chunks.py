@@ -12,11 +12,21 @@ import logging
 from common import frames as framelib
 from common import messages
 from common.models import (
-    CHUNK_FINAL, COMPLETED, FAILED, QUEUED, RELEASED, RENDERING, RUNNING, Attempt, Chunk, Task, Worker,
+    CHUNK_FINAL,
+    COMPLETED,
+    FAILED,
+    QUEUED,
+    RELEASED,
+    RENDERING,
+    RUNNING,
+    Attempt,
+    Chunk,
+    Task,
+    Worker,
 )
 from dispatcher import tasks
-from dispatcher.leases import free_worker, requeue
 from dispatcher.context import Context
+from dispatcher.leases import free_worker, requeue
 from dispatcher.workers import worker_named
 
 log = logging.getLogger("dispatcher.chunks")

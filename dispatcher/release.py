@@ -17,8 +17,19 @@ from peewee import fn
 from common import messages
 from common.bus import Publisher
 from common.models import (
-    DISABLED, ENABLED, FAILED, ONLINE, PENDING, QUEUED, RELEASED, RENDERING, Attempt, Chunk, Task,
-    Worker, database_proxy,
+    DISABLED,
+    ENABLED,
+    FAILED,
+    ONLINE,
+    PENDING,
+    QUEUED,
+    RELEASED,
+    RENDERING,
+    Attempt,
+    Chunk,
+    Task,
+    Worker,
+    database_proxy,
 )
 from dispatcher.context import Context
 

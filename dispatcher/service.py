@@ -8,7 +8,6 @@ the periodic checks between deliveries.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -112,7 +111,7 @@ class Dispatcher:
                 while not self._stopping.is_set():
                     try:
                         conn.drain_events(timeout=self.config.tick_interval_s)
-                    except socket.timeout:
+                    except TimeoutError:
                         conn.heartbeat_check()
                     self._after_deliveries()
 

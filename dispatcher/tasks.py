@@ -7,8 +7,19 @@ from common import frames as framelib
 from common import messages
 from common.errors import CorralError
 from common.models import (
-    BLOCKED, CANCELED, CHUNK_FINAL, COMPLETED, FAILED, PAUSED, PENDING, QUEUED, RENDERING,
-    TASK_FINAL, Attempt, Chunk, Task,
+    BLOCKED,
+    CANCELED,
+    CHUNK_FINAL,
+    COMPLETED,
+    FAILED,
+    PAUSED,
+    PENDING,
+    QUEUED,
+    RENDERING,
+    TASK_FINAL,
+    Attempt,
+    Chunk,
+    Task,
 )
 from dispatcher.compilers import compile_task
 from dispatcher.context import Context

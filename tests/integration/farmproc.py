@@ -87,8 +87,8 @@ class Farm:
         return response.json()
 
     def submit(self, type_name: str, settings: dict, **fields) -> dict:
-        response = requests.post(f"{self.api}/tasks", json={"type": type_name, "settings": settings, **fields},
-                                 timeout=10)
+        body = {"type": type_name, "settings": settings, **fields}
+        response = requests.post(f"{self.api}/tasks", json=body, timeout=10)
         assert response.status_code == 202, response.text
         return response.json()
 

@@ -99,7 +99,10 @@ def test_a_24_frame_animation_renders_every_frame_and_then_its_preview_video(ren
     assert int(ffprobe(movie, "stream=nb_read_frames")["nb_read_frames"]) == 24
     preview = requests.get(f"{farm.api}/tasks/{task['id']}/preview", timeout=10)
     assert preview.status_code == 200 and preview.headers["content-type"] == "image/png"
-    assert preview.content == (out / "frame_0024.png").read_bytes()
+    frames = [out / f"frame_{n:04d}.png" for n in range(1, 25)]
+    newest = max(reversed(frames), key=lambda p: p.stat().st_mtime_ns)  # the later frame on a tie
+    assert preview.headers["x-corral-frame-file"] == newest.name
+    assert preview.content == newest.read_bytes()
 
 
 def test_a_frame_list_renders_exactly_its_frames_as_jpeg(render_farm):

@@ -1,7 +1,6 @@
 """The whole farm on real RabbitMQ: gateway under gunicorn, dispatcher and agents as processes."""
 from __future__ import annotations
 
-
 import psutil
 import pytest
 from kombu import Connection, Queue
@@ -131,7 +130,8 @@ def test_a_task_submitted_while_the_dispatcher_is_down_runs_after_it_starts(farm
     assert done["frames_done"] == 4
 
 
-def test_a_poison_message_is_dead_lettered_with_its_reason_and_the_dispatcher_goes_on(running_farm, broker_url):
+def test_a_poison_message_is_dead_lettered_with_its_reason_and_the_dispatcher_goes_on(
+        running_farm, broker_url):
     farm = running_farm
     ns = farm.env["CORRAL_NAMESPACE"]
     with Connection(broker_url) as conn:
