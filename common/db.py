@@ -48,7 +48,10 @@ def _m1_initial(db: Database) -> None:
     db.create_tables(models.ALL_MODELS)
 
 
-# Append only: a released migration never changes.
+# Append only: a released migration never changes. Migration 1 creates every
+# model's table as the models stand; later migrations must therefore be
+# idempotent (add a column only if it is missing, create tables with safe=True)
+# so that they are right both on databases made by an older release and on new ones.
 MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial]
 
 

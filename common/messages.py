@@ -184,6 +184,7 @@ class ChunkAssign(Message):
     frames: list[list[int]]  # inclusive [first, last] ranges, in render order
     priority: int = 0
     exclude_agents: list[str] = dataclasses.field(default_factory=list)
+    stall_timeout_s: int = 0  # kill and fail after this long with no output and no progress; 0: off
 
 
 @dataclasses.dataclass(frozen=True)

@@ -99,6 +99,9 @@ class Task(BaseModel):
     frames_done = IntegerField(default=0)
     format = CharField(max_length=32, default="")
     max_retries = IntegerField(default=3)
+    stall_timeout_s = IntegerField(default=0)  # 0: no stall detection
+    blocklist_threshold = IntegerField(default=3)
+    waiting_reason = TextField(default="")  # why pending chunks cannot be released, if they cannot
     worker = ForeignKeyField(Worker, null=True, backref="tasks", on_delete="SET NULL")
     error = TextField(default="")
     created_at = DoubleField(default=time.time)
@@ -157,6 +160,36 @@ class Attempt(BaseModel):
         table_name = "attempts"
 
 
+class Blocklist(BaseModel):
+    """Failures of one worker on one task; at the task's threshold the worker is blocked."""
+
+    id = AutoField()
+    task = ForeignKeyField(Task, backref="blocklist", on_delete="CASCADE")
+    worker = ForeignKeyField(Worker, on_delete="CASCADE")
+    failures = IntegerField(default=0)
+    blocked_at = DoubleField(null=True)
+
+    class Meta:
+        table_name = "blocklist"
+        indexes = ((("task", "worker"), True),)
+
+
+class Token(BaseModel):
+    """An API token: only its SHA-256 is stored; the secret is shown once at creation."""
+
+    id = AutoField()
+    name = CharField(max_length=100)
+    scopes = JSONField(default=list)
+    token_hash = CharField(max_length=64, unique=True)
+    created_at = DoubleField(default=time.time)
+    expires_at = DoubleField(null=True)
+    revoked_at = DoubleField(null=True)
+    last_used_at = DoubleField(null=True)
+
+    class Meta:
+        table_name = "tokens"
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField(primary_key=True)
     applied_at = DoubleField(default=time.time)
@@ -165,4 +198,4 @@ class SchemaVersion(BaseModel):
         table_name = "schema_version"
 
 
-ALL_MODELS = (Worker, Task, Chunk, Attempt)
+ALL_MODELS = (Worker, Task, Chunk, Attempt, Blocklist, Token)
