@@ -334,7 +334,7 @@ class Agent:
                                           f"attempt {assign.attempt} agent {self.name}"})
         parser = self.registry.parsers[assign.parser](expand(assign.frames))
         held = Held(assign, ChunkRun(parser, self.config, functools.partial(self._progress, assign),
-                                     chunk_log))
+                                     chunk_log, stall_timeout_s=assign.stall_timeout_s))
         held.thread = threading.Thread(target=self._execute, args=(held, chunk_log),
                                        name=f"chunk-{assign.chunk_id}", daemon=True)
         self.held = held

@@ -53,8 +53,10 @@ class ChunkRun:
     """
 
     def __init__(self, parser: Parser, config: Config, report: ProgressReport,
-                 log: logging.LoggerAdapter | logging.Logger) -> None:
+                 log: logging.LoggerAdapter | logging.Logger, stall_timeout_s: float = 0) -> None:
         self.command = Command(argv=None)
+        self.stall_timeout_s = stall_timeout_s
+        self._last_sign_of_life = time.monotonic()
         self.parser = parser
         self.config = config
         self.report = report
@@ -156,12 +158,14 @@ class ChunkRun:
                     data = os.read(fd, 65536)
                     if not data:
                         break
+                    self._last_sign_of_life = time.monotonic()
                     *lines, pending = _LINE_END.split(pending + data)
                     dirty = self._feed(lines) or dirty
                 elif proc.poll() is not None:
                     exited_at = exited_at or time.monotonic()
                     if time.monotonic() - exited_at > DRAIN_AFTER_EXIT_S:
                         break
+                self._check_stall()
                 self._escalate()
                 if dirty and time.monotonic() - last_report >= self.config.progress_interval_s:
                     self._report()
@@ -170,6 +174,15 @@ class ChunkRun:
         dirty = self._feed([pending]) or dirty
         if dirty:
             self._report()
+
+    def _check_stall(self) -> None:
+        """A child with no output and no progress for the task's stall timeout is hung."""
+        if not self.stall_timeout_s:
+            return
+        silent = time.monotonic() - self._last_sign_of_life
+        if silent >= self.stall_timeout_s:
+            self.cancel("failed", f"stalled: no output or progress for {silent:.0f}s "
+                                  f"(stall_timeout {self.stall_timeout_s:g}s)")
 
     def _feed(self, raw_lines: list[bytes]) -> bool:
         changed = False

@@ -133,11 +133,14 @@ def validate_noop(s: dict[str, Any]) -> Validated:
 
 
 def validate_sleep(s: dict[str, Any]) -> Validated:
-    _reject_unknown(s, _FRAME_KEYS | {"seconds_per_frame"})
+    """``exit_code`` makes every chunk fail after sleeping: a fault-injection knob for demos and tests."""
+    _reject_unknown(s, _FRAME_KEYS | {"seconds_per_frame", "exit_code"})
     ranges = get_frames(s)
     size = get_int(s, "chunk_size", 1, lo=1, hi=MAX_CHUNK_SIZE)
     seconds = get_number(s, "seconds_per_frame", 1.0, 0.0, 3600.0)
-    return Validated({"frames": ranges, "chunk_size": size, "seconds_per_frame": seconds}, ranges)
+    exit_code = get_int(s, "exit_code", 0, lo=0, hi=255)
+    return Validated({"frames": ranges, "chunk_size": size, "seconds_per_frame": seconds,
+                      "exit_code": exit_code}, ranges)
 
 
 _BLENDER_OPTIONAL_STR = ("scene", "camera")

@@ -65,6 +65,15 @@ class TaskCancel(Message):
 
 
 @dataclasses.dataclass(frozen=True)
+class TaskBlocklistClear(Message):
+    """An operator lets blocklisted agents take a task's chunks again (all, or one worker)."""
+
+    kind: ClassVar[str] = "task.blocklist_clear"
+    task_id: int
+    worker_id: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class WorkerUpdate(Message):
     """An operator (or a legacy worker) changes a worker's status."""
 

@@ -20,6 +20,7 @@ from common.models import (
     RENDERING,
     RUNNING,
     Attempt,
+    Blocklist,
     Chunk,
     Task,
     Worker,
@@ -130,6 +131,17 @@ def on_finished(ctx: Context, msg: messages.ChunkFinished) -> None:
         requeue(ctx, chunk)
 
 
+def count_failure(ctx: Context, task: Task, worker_id: int) -> None:
+    """Count a worker's failure on a task; at the task's threshold it is blocklisted."""
+    entry, _ = Blocklist.get_or_create(task=task.id, worker=worker_id)
+    failures = entry.failures + 1
+    blocked_at = entry.blocked_at
+    if blocked_at is None and failures >= task.blocklist_threshold > 0:
+        blocked_at = ctx.clock()
+        log.warning("task %s: worker %s blocklisted after %d failed chunks", task.id, worker_id, failures)
+    Blocklist.update(failures=failures, blocked_at=blocked_at).where(Blocklist.id == entry.id).execute()
+
+
 def complete(ctx: Context, chunk: Chunk, msg: messages.ChunkFinished) -> None:
     record_frames(chunk, msg.frames_done, msg.files, msg.log_tail)
     Chunk.update(status=COMPLETED, finished_at=msg.finished_at, lease_id=None).where(
@@ -145,6 +157,8 @@ def fail_attempt(ctx: Context, chunk: Chunk, reason: str, log_tail: str) -> None
     Chunk.update(failures=failures, error=reason[:2000], log_tail=log_tail).where(
         Chunk.id == chunk.id).execute()
     chunk.failures = failures
+    if chunk.worker_id is not None:
+        count_failure(ctx, task, chunk.worker_id)
     if failures > task.max_retries:
         Chunk.update(status=FAILED, finished_at=ctx.clock(), lease_id=None).where(
             Chunk.id == chunk.id).execute()

@@ -26,6 +26,7 @@ from common.models import (
     RELEASED,
     RENDERING,
     Attempt,
+    Blocklist,
     Chunk,
     Task,
     Worker,
@@ -35,6 +36,7 @@ from dispatcher.context import Context
 
 log = logging.getLogger("dispatcher.release")
 ACTIVE = (QUEUED, RENDERING)
+SKIP_ALLOWANCE = 20
 
 
 def release(ctx: Context, publisher: Publisher) -> int:
@@ -60,16 +62,33 @@ def release(ctx: Context, publisher: Publisher) -> int:
 
 def _release_group(ctx: Context, publisher: Publisher, pool: str, command: str, room: int,
                    eligible: list[Worker], disabled: list[str]) -> int:
+    # Fetch a little more than there is room for: chunks whose every eligible agent is
+    # blocklisted for their task are skipped, and the next ones may go instead.
     chunks = (Chunk.select(Chunk, Task).join(Task)
               .where(Chunk.status == PENDING, Chunk.command == command, Task.pool == pool,
                      Task.status.in_(ACTIVE))
-              .order_by(Chunk.priority.desc(), Chunk.task, Chunk.index).limit(room))
+              .order_by(Chunk.priority.desc(), Chunk.task, Chunk.index).limit(room + SKIP_ALLOWANCE))
+    names = {w.name for w in eligible}
+    blocked: dict[int, list[str]] = {}
     count = 0
     for chunk in list(chunks):
-        exclude = disabled + _failed_on(chunk, eligible)
+        if count >= room:
+            break
+        task_id = chunk.task.id
+        if task_id not in blocked:
+            blocked[task_id] = blocked_workers(task_id)
+        if names <= set(blocked[task_id]):
+            continue  # no eligible agent may take it; tasks.update_waiting_reasons says so
+        exclude = sorted(set(disabled) | set(blocked[task_id]) | set(_failed_on(chunk, eligible)))
         if _release_one(ctx, publisher, chunk, pool, exclude):
             count += 1
     return count
+
+
+def blocked_workers(task_id: int) -> list[str]:
+    """Names of the workers blocklisted for a task."""
+    return [name for (name,) in Blocklist.select(Worker.name).join(Worker)
+            .where(Blocklist.task == task_id, Blocklist.blocked_at.is_null(False)).tuples()]
 
 
 def _failed_on(chunk: Chunk, eligible: list[Worker]) -> list[str]:
@@ -97,19 +116,24 @@ def _release_one(ctx: Context, publisher: Publisher, chunk: Chunk, pool: str, ex
             chunk_id=chunk.id, task_id=task.id, lease_id=lease, attempt=attempt,
             command=chunk.command, parser=chunk.parser or task.parser, params=chunk.params,
             frames=chunk.frames, priority=chunk.priority, exclude_agents=exclude,
+            stall_timeout_s=task.stall_timeout_s,
         ), pool, chunk.priority)
     log.debug("chunk %s (task %s #%s): pending -> released, lease %s", chunk.id, task.id, chunk.index, lease)
     return True
 
 
-def waiting_without_agents() -> dict[tuple[str, str], int]:
-    """Pending chunks per (pool, command) that no online enabled agent can take."""
+def waiting_reasons() -> dict[int, str]:
+    """For each active task with pending chunks that no agent may take now: why."""
     workers = list(Worker.select().where(Worker.connection == ONLINE, Worker.status == ENABLED))
-    counts: dict[tuple[str, str], int] = collections.Counter()
-    rows = (Chunk.select(Task.pool, Chunk.command, fn.COUNT(Chunk.id)).join(Task)
-            .where(Chunk.status == PENDING, Task.status.in_(ACTIVE))
-            .group_by(Task.pool, Chunk.command).tuples())
-    for pool, command, n in rows:
-        if not any(pool in w.pools and command in w.commands for w in workers):
-            counts[(pool, command)] = n
-    return counts
+    reasons: dict[int, str] = {}
+    rows = (Chunk.select(Task.id, Task.pool, Chunk.command).join(Task)
+            .where(Chunk.status == PENDING, Task.status.in_(ACTIVE)).distinct().tuples())
+    for task_id, pool, command in rows:
+        eligible = {w.name for w in workers if pool in w.pools and command in w.commands}
+        if not eligible:
+            reasons[task_id] = (f"waiting: no online, enabled agent in pool {pool!r} "
+                                f"can run {command!r}")
+        elif eligible <= set(blocked_workers(task_id)):
+            reasons[task_id] = (f"waiting: every agent in pool {pool!r} that can run {command!r} "
+                                f"is blocklisted for this task ({', '.join(sorted(eligible))})")
+    return reasons

@@ -27,12 +27,13 @@ from dispatcher.context import Context
 
 log = logging.getLogger("dispatcher")
 DB_ERRORS = (OperationalError, InterfaceError)
-SWEEP_INTERVAL_S = 5.0
+SWEEP_INTERVAL_S = 2.0
 
 HANDLERS: dict[type[messages.Message], Callable[[Context, Any], None]] = {
     messages.TaskSubmitted: tasks.on_submitted,
     messages.TaskUpdate: tasks.on_update,
     messages.TaskCancel: tasks.on_cancel,
+    messages.TaskBlocklistClear: tasks.on_blocklist_clear,
     messages.WorkerUpdate: workers.on_update,
     messages.AgentHello: workers.on_hello,
     messages.AgentHeartbeat: workers.on_heartbeat,
@@ -176,6 +177,7 @@ class Dispatcher:
                     self._next_sweep = now + SWEEP_INTERVAL_S
                     with database_proxy.atomic():
                         tasks.sweep_uncompiled(self.ctx)
+                        tasks.update_waiting_reasons(self.ctx)
             self._flush_outbox()
             self.ctx.release_wanted = False
             release.release(self.ctx, self.publisher)

@@ -18,11 +18,13 @@ from common.models import (
     RENDERING,
     TASK_FINAL,
     Attempt,
+    Blocklist,
     Chunk,
     Task,
 )
 from dispatcher.compilers import compile_task
 from dispatcher.context import Context
+from dispatcher.release import waiting_reasons
 
 log = logging.getLogger("dispatcher.tasks")
 
@@ -129,3 +131,25 @@ def after_chunk_completed(ctx: Context, task: Task, chunk: Chunk) -> None:
     if not remaining:
         Task.update(status=COMPLETED, finished_at=ctx.clock()).where(Task.id == task.id).execute()
         log.info("task %s: %s -> completed", task.id, task.status)
+
+
+def on_blocklist_clear(ctx: Context, msg: messages.TaskBlocklistClear) -> None:
+    """Forget a task's blocklist (or one worker's entry): those agents may take its chunks again."""
+    query = Blocklist.delete().where(Blocklist.task == msg.task_id)
+    if msg.worker_id is not None:
+        query = query.where(Blocklist.worker == msg.worker_id)
+    cleared = query.execute()
+    log.info("task %s: blocklist cleared (%d entries)", msg.task_id, cleared)
+    ctx.wake_release()
+
+
+def update_waiting_reasons(ctx: Context) -> None:
+    """Say on each task why its pending chunks cannot be released, and clear it when they can."""
+    reasons = waiting_reasons()
+    stale = Task.select(Task.id).where(Task.waiting_reason != "", Task.id.not_in(list(reasons) or [0]))
+    Task.update(waiting_reason="").where(Task.id.in_(stale)).execute()
+    for task_id, reason in reasons.items():
+        changed = Task.update(waiting_reason=reason).where(
+            Task.id == task_id, Task.waiting_reason != reason).execute()
+        if changed:
+            log.warning("task %s: %s", task_id, reason)

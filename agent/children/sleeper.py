@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sleeper", description=__doc__)
     parser.add_argument("--frames", required=True, help="frame list such as 1-3,7")
     parser.add_argument("--seconds", type=float, default=1.0, help="seconds per frame")
+    parser.add_argument("--exit-code", type=int, default=0, help="exit with this code after the frames")
     args = parser.parse_args(argv)
     frames = parse_frames(args.frames)
     print(f"sleeper pid {os.getpid()} frames {args.frames}", flush=True)
@@ -25,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Fra:{frame} sleeping {args.seconds}s", flush=True)
         time.sleep(args.seconds)
         print(f"Frame {frame} done", flush=True)
-    return 0
+    if args.exit_code:
+        print(f"sleeper failing on purpose with exit code {args.exit_code}", flush=True)
+    return args.exit_code
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from common import messages as m
 from common.db import open_and_migrate
 from common.jobtypes import task_type
 from common.models import Attempt, Chunk, Task, Worker, database_proxy
-from dispatcher import release, workers
+from dispatcher import release, tasks, workers
 from dispatcher.context import Context
 from dispatcher.service import HANDLERS
 
@@ -243,7 +243,14 @@ def test_agents_only_get_commands_they_support(farm):
                 frame_end=1)
     farm.hello("a1", commands=("sleep",))
     assert farm.release() == []
-    assert release.waiting_without_agents() == {("default", "blender_render"): 1}
+    with database_proxy.atomic():
+        tasks.update_waiting_reasons(farm.ctx)
+    assert "no online, enabled agent in pool 'default' can run 'blender_render'" in Task.get().waiting_reason
+    farm.hello("a2", commands=("blender_render",))
+    assert len(farm.release()) == 1
+    with database_proxy.atomic():
+        tasks.update_waiting_reasons(farm.ctx)
+    assert Task.get().waiting_reason == ""
 
 
 def test_a_disabled_worker_gets_nothing_and_is_excluded_from_queued_chunks(farm):
@@ -253,3 +260,23 @@ def test_a_disabled_worker_gets_nothing_and_is_excluded_from_queued_chunks(farm)
     farm.apply(m.WorkerUpdate(worker_id=Worker.get(name="a2").id, status="disabled"))
     (assign,) = farm.release()
     assert assign.exclude_agents == ["a2"]
+
+
+def test_an_agent_failing_three_chunks_of_a_task_is_blocklisted_until_cleared(farm):
+    tid = farm.submit(frame_start=1, frame_end=4, chunk_size=1, max_retries=5)
+    farm.hello("bad")
+    for _ in range(3):
+        (assign,) = farm.release()
+        farm.run("bad", assign, outcome="failed")
+    assert farm.release() == []  # the only agent is blocklisted for this task
+    with database_proxy.atomic():
+        tasks.update_waiting_reasons(farm.ctx)
+    assert "blocklisted" in Task.get_by_id(tid).waiting_reason
+    farm.hello("good")
+    released = farm.release()
+    assert released and all("bad" in a.exclude_agents for a in released)
+    for assign in released:
+        farm.run("good", assign)
+    farm.apply(m.TaskBlocklistClear(task_id=tid))
+    again = farm.release()
+    assert again and all("bad" not in a.exclude_agents for a in again)
