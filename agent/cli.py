@@ -1,14 +1,17 @@
 """``python -m agent``: run one agent until SIGTERM/SIGINT.
 
 The first signal stops gracefully (the held chunk finishes, then goodbye); a
-second one kills the child and hands the chunk back.
+second one (or SIGUSR1) kills the child and hands the chunk back.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
+import time
+from pathlib import Path
 
 from agent.agent import Agent
 from agent.registry import Registry
@@ -18,10 +21,22 @@ from common.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+def pid_path(config: Config, name: str) -> Path:
+    """Where a running agent keeps its pid, for ``corral agent stop``."""
+    return Path(config.data_dir) / "run" / f"agent-{name}.pid"
+
+
 def run_agent(config: Config, name: str, pools: list[str], registry: Registry | None = None) -> int:
-    """Run an agent in the foreground with signal handlers; returns the exit code."""
+    """Run an agent in the foreground with signal handlers; returns the exit code.
+
+    SIGTERM or SIGINT: stop after the running chunk; a second one, or SIGUSR1:
+    kill the running chunk and hand it back now.
+    """
     agent = Agent(config, name, pools, registry)
     received = 0
+    pidfile = pid_path(config, name)
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    pidfile.write_text(f"{os.getpid()}\n")
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal received
@@ -34,13 +49,46 @@ def run_agent(config: Config, name: str, pools: list[str], registry: Registry | 
             log.info("%s again: killing the running chunk and handing it back", signal.Signals(signum).name)
             agent.request_kill()
 
+    def on_now(signum: int, _frame: object) -> None:
+        log.info("%s: killing the running chunk and handing it back", signal.Signals(signum).name)
+        agent.request_kill()
+
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, on_now)
     try:
         agent.run()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        pidfile.unlink(missing_ok=True)
     return 0
+
+
+def stop_agent(config: Config, name: str, now: bool, timeout_s: float) -> int:
+    """Signal the agent running here under ``name`` to stop, and wait for it to exit."""
+    pidfile = pid_path(config, name)
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        print(f"corral agent stop: no agent {name!r} is running here ({pidfile} not found)", file=sys.stderr)
+        return 1
+    try:
+        os.kill(pid, signal.SIGUSR1 if now else signal.SIGTERM)
+    except ProcessLookupError:
+        pidfile.unlink(missing_ok=True)
+        print(f"corral agent stop: agent {name!r} (pid {pid}) is not running", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print(f"agent {name} stopped")
+            return 0
+        time.sleep(0.2)
+    print(f"corral agent stop: agent {name!r} (pid {pid}) is still running after {timeout_s:g}s",
+          file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:

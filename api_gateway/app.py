@@ -19,7 +19,7 @@ from api_gateway.events import EventPublisher, EventSender
 from api_gateway.health import Health
 from api_gateway.middleware import DatabaseConnection
 from api_gateway.preview import TaskPreview
-from api_gateway.tasks import TaskChunks, TaskCollection, TaskItem
+from api_gateway.tasks import TaskBlocklist, TaskChunks, TaskCollection, TaskItem
 from api_gateway.workers import WorkerCollection, WorkerItem
 from common.config import Config
 
@@ -40,6 +40,7 @@ def create_app(config: Config, publisher: EventPublisher,
     app.add_route("/tasks", TaskCollection(config, events, clock))
     app.add_route(f"/tasks/{{task_id:{ID}}}", TaskItem(events))
     app.add_route(f"/tasks/{{task_id:{ID}}}/chunks", TaskChunks())
+    app.add_route(f"/tasks/{{task_id:{ID}}}/blocklist", TaskBlocklist(events))
     app.add_route(f"/tasks/{{task_id:{ID}}}/preview", TaskPreview(config))
     app.add_route("/workers", WorkerCollection(clock))
     app.add_route(f"/workers/{{worker_id:{ID}}}", WorkerItem(events))

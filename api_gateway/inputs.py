@@ -21,7 +21,9 @@ from common.models import DISABLED, ENABLED, PAUSED, QUEUED, TASK_STATUSES
 POOL_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
 WORKER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,199}$")
 MAX_CLIENT_TASK_ID = 200
-TASK_FIELDS = ("type", "settings", "parser", "priority", "task_id", "pool", "max_retries")
+TASK_FIELDS = ("type", "settings", "parser", "priority", "task_id", "pool", "max_retries", "stall_timeout",
+               "blocklist_threshold")
+MAX_STALL_TIMEOUT_S = 7 * 24 * 3600
 TASK_PATCH_STATUSES = (PAUSED, QUEUED)
 WORKER_FIELDS = ("hostname", "system", "name", "ip_address", "port")
 # Operator control of a worker, and the activity reports of legacy workers.
@@ -40,6 +42,8 @@ class NewTask:
     priority: int
     pool: str
     max_retries: int
+    stall_timeout_s: int
+    blocklist_threshold: int
     client_task_id: str | None
     validated: jobtypes.Validated
 
@@ -56,6 +60,8 @@ def parse_submission(body: Body, config: Config) -> NewTask:
         priority=_or(body.integer("priority", 0, 100), config.default_priority),
         pool=body.string("pool", 32, pattern=POOL_RE) or "default",
         max_retries=_or(body.integer("max_retries", 0, 100), config.default_max_retries),
+        stall_timeout_s=_or(body.integer("stall_timeout", 0, MAX_STALL_TIMEOUT_S), 0),
+        blocklist_threshold=_or(body.integer("blocklist_threshold", 0, 1000), 3),
         client_task_id=_client_task_id(body.get("task_id")),
         validated=validated,
     )

@@ -15,7 +15,7 @@ from api_gateway.errors import Conflict
 from api_gateway.inputs import NewTask, TaskQuery, WorkerRegistration
 from api_gateway.serialize import attempt_body, chunk_body
 from common.errors import NotFound
-from common.models import ONLINE, QUEUED, Attempt, Chunk, Task, Worker, database_proxy
+from common.models import ONLINE, QUEUED, Attempt, Blocklist, Chunk, Task, Worker, database_proxy
 
 
 def get_task(task_id: int) -> Task:
@@ -62,6 +62,7 @@ def insert_task(new: NewTask, now: float) -> tuple[Task, bool]:
                 settings=v.settings, pool=new.pool, priority=new.priority, status=QUEUED,
                 compiled=False, frame_start=v.frame_start, frame_end=v.frame_end,
                 frames_total=v.frames_total, format=v.format, max_retries=new.max_retries,
+                stall_timeout_s=new.stall_timeout_s, blocklist_threshold=new.blocklist_threshold,
                 created_at=now,
             )
     except IntegrityError:
@@ -139,3 +140,11 @@ def files_of(task_id: int) -> list[str]:
     for (chunk_files,) in rows:
         files.extend(chunk_files or [])
     return files
+
+
+def blocklist_of(task_id: int) -> list[dict[str, Any]]:
+    """The workers that failed chunks of a task, and whether they are blocked from it."""
+    rows = (Blocklist.select(Blocklist, Worker).join(Worker)
+            .where(Blocklist.task == task_id).order_by(Worker.name))
+    return [{"worker": row.worker.name, "worker_id": row.worker.id, "failures": row.failures,
+             "blocked": row.blocked_at is not None, "blocked_at": row.blocked_at} for row in rows]

@@ -18,7 +18,7 @@ from api_gateway.media import read_body
 from api_gateway.serialize import task_body
 from common.config import Config
 from common.errors import BrokerUnavailable
-from common.messages import TaskCancel, TaskSubmitted, TaskUpdate
+from common.messages import TaskBlocklistClear, TaskCancel, TaskSubmitted, TaskUpdate
 from common.models import TASK_FINAL, Task
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ class TaskItem:
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: int) -> None:
         task = queries.get_task(task_id)
         counts = queries.chunk_counts(task_id)
-        resp.media = {**task_body(task), "chunks_total": sum(counts.values()), "chunks_by_status": counts}
+        resp.media = {**task_body(task), "chunks_total": sum(counts.values()), "chunks_by_status": counts,
+                      "blocklist": queries.blocklist_of(task_id)}
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response, task_id: int) -> None:
         task = queries.get_task(task_id)
@@ -97,3 +98,24 @@ class TaskChunks:
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: int) -> None:
         queries.get_task(task_id)
         resp.media = {"task_id": task_id, "chunks": queries.chunks_of(task_id)}
+
+
+class TaskBlocklist:
+    """``/tasks/{task_id}/blocklist``: see which agents are blocked from a task, and clear them."""
+
+    def __init__(self, events: EventSender) -> None:
+        self.events = events
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: int) -> None:
+        queries.get_task(task_id)
+        resp.media = {"task_id": task_id, "blocklist": queries.blocklist_of(task_id)}
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, task_id: int) -> None:
+        """Clear the whole blocklist, or one worker's entry with ``?worker_id=N``."""
+        queries.get_task(task_id)
+        worker_id = req.get_param_as_int("worker_id", min_value=1, max_value=2**63 - 1)
+        if worker_id is not None:
+            queries.get_worker(worker_id)
+        self.events.send(TaskBlocklistClear(task_id=task_id, worker_id=worker_id))
+        resp.status = falcon.HTTP_202
+        resp.media = {"task_id": task_id, "cleared": "all" if worker_id is None else worker_id}

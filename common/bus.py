@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from typing import Any
 
 from kombu import Connection, Producer
@@ -178,8 +179,9 @@ class Publisher:
         self.publish(message, self.topology.control, key, persistent=False)
 
     def dead_letter(self, body: bytes, reason: str, routing_key: str, queue: str) -> None:
-        headers = {"x-corral-reason": reason[:500], "x-corral-routing-key": routing_key,
-                   "x-corral-queue": queue, "x-corral-dead-at": time.time()}
+        headers = {"x-corral-dead-id": uuid.uuid4().hex[:12], "x-corral-reason": reason[:500],
+                   "x-corral-routing-key": routing_key, "x-corral-queue": queue,
+                   "x-corral-dead-at": time.time()}
         self.publish_raw(body, self.topology.dead, routing_key or "dead", headers=headers)
 
     def close(self) -> None:

@@ -60,6 +60,10 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
 
 def cmd_agent(args: argparse.Namespace) -> int:
     config = _config()
+    if args.action == "stop":
+        from agent.cli import stop_agent
+
+        return stop_agent(config, args.name, args.now, args.timeout)
     _require_real_broker(config, "agent")
     setup_logging(f"agent[{args.name}]")
     from agent.cli import run_agent
@@ -89,14 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
     dp = sub.add_parser("dispatcher", help="the task/chunk state machine")
     dp.set_defaults(func=cmd_dispatcher)
 
-    ag = sub.add_parser("agent", help="a render node")
+    ag = sub.add_parser("agent", help="a render node (`corral agent stop [--now]` stops one)")
+    ag.add_argument("action", nargs="?", choices=("run", "stop"), default="run")
     ag.add_argument("--name", default=default_agent_name())
+    ag.add_argument("--now", action="store_true", help="stop: kill the running chunk and hand it back")
+    ag.add_argument("--timeout", type=float, default=600.0, help="stop: seconds to wait for the exit")
     ag.add_argument("--pool", action="append", help="worker pool (repeatable; default: default)")
     ag.set_defaults(func=cmd_agent)
 
     from corral.client import add_client_commands
+    from corral.dlq import add_dlq_command
 
     add_client_commands(sub)
+    add_dlq_command(sub)
     return parser
 
 

@@ -8,7 +8,6 @@ priorities) and keeps the broker's queues short for huge tasks on RabbitMQ.
 """
 from __future__ import annotations
 
-import collections
 import logging
 import uuid
 

@@ -404,3 +404,29 @@ def test_a_cancel_the_broker_cannot_take_answers_503(client, publisher):
     publisher.down = True
     result = client.simulate_delete(f"/tasks/{task_id}")
     assert result.status_code == 503 and "retry-after" in result.headers
+
+
+def test_blocklist_is_listed_and_clearing_it_publishes_one_message(client, publisher):
+    from common.models import Blocklist, Task, Worker
+
+    task = Task.create(type="sleep", parser="sleep", settings={}, frame_start=1, frame_end=1)
+    worker = Worker.create(name="w9")
+    Blocklist.create(task=task, worker=worker, failures=3, blocked_at=5.0)
+    shown = client.simulate_get(f"/tasks/{task.id}")
+    assert shown.json["blocklist"] == [{"worker": "w9", "worker_id": worker.id, "failures": 3,
+                                        "blocked": True, "blocked_at": 5.0}]
+    cleared = client.simulate_delete(f"/tasks/{task.id}/blocklist", params={"worker_id": worker.id})
+    assert cleared.status_code == 202
+    (message,) = [m for m in publisher.sent if m.kind == "task.blocklist_clear"]
+    assert (message.task_id, message.worker_id) == (task.id, worker.id)
+    assert client.simulate_delete(f"/tasks/{task.id}/blocklist", params={"worker_id": 999}).status_code == 404
+
+
+def test_stall_timeout_and_blocklist_threshold_are_accepted_and_range_checked(client):
+    body = {"type": "noop", "settings": {"frame_start": 1, "frame_end": 2}, "stall_timeout": 30,
+            "blocklist_threshold": 2}
+    made = client.simulate_post("/tasks", json=body)
+    assert made.status_code == 202
+    assert (made.json["stall_timeout"], made.json["blocklist_threshold"]) == (30, 2)
+    bad = client.simulate_post("/tasks", json={**body, "stall_timeout": -1})
+    assert bad.status_code == 400 and bad.json["error"]["field"] == "stall_timeout"
