@@ -31,7 +31,8 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 bench: install
-	$(PY) -m bench
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -45,8 +45,10 @@ from common.messages import (
     ControlAbort,
     ControlHalt,
     ControlResume,
+    ControlWelcome,
     Message,
 )
+from common.signing import Signer
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ AMQP_HEARTBEAT_S = 30
 BUSY_DRAIN_S = 0.05
 IDLE_DRAIN_S = 0.5
 MAX_RECONNECT_DELAY_S = 30.0
+HELLO_RETRY_S = 5.0
 
 
 class ChunkLog(logging.LoggerAdapter):
@@ -86,6 +89,11 @@ class Agent:
         self.topology = self.bus.topology
         self.publisher = self.bus.publisher()  # shared by the consumer and runner threads
         self.boot_id = uuid.uuid4().hex
+        # With a farm agent secret, every event is signed and no chunk is taken
+        # before the dispatcher's welcome brings this process its key.
+        self.signer = Signer(name, config.agent_secret) if config.agent_secret else None
+        self.bus.signer = self.signer
+        self._hello_sent_at = 0.0
         self.halted = HaltSet()
         self.held: Held | None = None
         self._stop_requested = threading.Event()
@@ -98,7 +106,7 @@ class Agent:
         self._reconnect_delay_s = 1.0
         self._thread = threading.Thread(target=self._serve, name=f"agent-{name}", daemon=True)
         self._heartbeat = Heartbeat(self.bus, name, self.boot_id, config.heartbeat_interval_s,
-                                    self._held_lease, disk_path=config.data_dir)
+                                    self._held_lease, disk_path=config.data_dir, ready=self._welcomed)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -218,7 +226,11 @@ class Agent:
         if self._kill_requested.is_set() or (self._stop_requested.is_set() and held is None):
             self._set_consuming(False)
             return False
-        self._set_consuming(held is None and not self._stop_requested.is_set())
+        if not self._welcomed() and time.monotonic() - self._hello_sent_at > HELLO_RETRY_S:
+            log.warning("agent %s: no welcome from the dispatcher yet (is it running, with the same "
+                        "CORRAL_AGENT_SECRET?); saying hello again", self.name)
+            self._say_hello()
+        self._set_consuming(held is None and not self._stop_requested.is_set() and self._welcomed())
         busy = held is not None or self._stop_requested.is_set()
         try:
             conn.drain_events(timeout=BUSY_DRAIN_S if busy else IDLE_DRAIN_S)
@@ -254,13 +266,17 @@ class Agent:
         log.info("agent %s %s", self.name, reason)
         self._finished.set()
 
+    def _welcomed(self) -> bool:
+        return self.signer is None or self.signer.welcomed.is_set()
+
     def _say_hello(self) -> None:
+        self._hello_sent_at = time.monotonic()
         ip_address, mac_address = machine.network_identity()
         self.publisher.event(AgentHello(
             agent=self.name, hostname=socket.gethostname(), system=machine.system_name(),
             pools=self.pools, commands=self.registry.commands, ip_address=ip_address,
             mac_address=mac_address, versions=dict(self.registry.versions), pid=os.getpid(),
-            boot_id=self.boot_id))
+            boot_id=self.boot_id, sent_at=time.time()))
 
     def _held_lease(self) -> str | None:
         held = self.held
@@ -285,6 +301,12 @@ class Agent:
                 held.run.cancel("canceled", f"task {msg.task_id} canceled")
         elif isinstance(msg, ControlResume):
             self.halted.discard(msg.task_id)
+        elif isinstance(msg, ControlWelcome):
+            if self.signer is not None and msg.agent == self.name and msg.boot_id == self.boot_id:
+                first = not self.signer.welcomed.is_set()
+                self.signer.accept(msg.boot_id, msg.nonce, msg.wrapped_key)
+                if first:
+                    log.info("agent %s: welcomed by the dispatcher; taking chunks", self.name)
         else:
             log.warning("ignoring unexpected %s on the control queue", msg.kind)
 

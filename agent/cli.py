@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from agent.agent import Agent
 from agent.registry import Registry
 from common.config import Config, default_agent_name, load_config
@@ -64,6 +66,14 @@ def run_agent(config: Config, name: str, pools: list[str], registry: Registry | 
     return 0
 
 
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or exited and waiting for its parent to reap it."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def stop_agent(config: Config, name: str, now: bool, timeout_s: float) -> int:
     """Signal the agent running here under ``name`` to stop, and wait for it to exit."""
     pidfile = pid_path(config, name)
@@ -80,9 +90,7 @@ def stop_agent(config: Config, name: str, now: bool, timeout_s: float) -> int:
         return 1
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             print(f"agent {name} stopped")
             return 0
         time.sleep(0.2)

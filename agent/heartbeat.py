@@ -21,7 +21,9 @@ class Heartbeat:
     """Publishes an ``AgentHeartbeat`` now and then every ``interval_s`` until stopped."""
 
     def __init__(self, bus: Bus, agent: str, boot_id: str, interval_s: float,
-                 lease: Callable[[], str | None], disk_path: str = "/") -> None:
+                 lease: Callable[[], str | None], disk_path: str = "/",
+                 ready: Callable[[], bool] = lambda: True) -> None:
+        self.ready = ready  # False until the agent may publish (signed) events
         self.bus = bus
         self.agent = agent
         self.boot_id = boot_id
@@ -53,8 +55,9 @@ class Heartbeat:
         try:
             while not self._stop.is_set():
                 try:
-                    publisher.event(self.beat(count), persistent=False)
-                    count += 1
+                    if self.ready():
+                        publisher.event(self.beat(count), persistent=False)
+                        count += 1
                 except BrokerUnavailable as exc:
                     log.warning("heartbeat not sent: %s", exc)
                 except Exception:  # noqa: BLE001 - a reading failed; the next beat may work

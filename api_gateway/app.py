@@ -1,8 +1,10 @@
 """Building the gateway's WSGI application.
 
 ``create_app`` takes everything the gateway talks to: the config, a publisher
-(``common.bus.Publisher`` or a test stub) and a clock. The caller has already
-opened the database with ``common.db.open_and_migrate``.
+(``common.bus.Publisher`` or a test stub), a clock and optionally the limiter of
+failed authentications. The caller has already opened the database with
+``common.db.open_and_migrate``. The scope each route needs comes from the
+OpenAPI document (``api_gateway/openapi.yaml``).
 """
 from __future__ import annotations
 
@@ -15,11 +17,15 @@ import falcon
 import falcon.media
 
 from api_gateway import errors
+from api_gateway.auth import Authentication
 from api_gateway.events import EventPublisher, EventSender
 from api_gateway.health import Health
-from api_gateway.middleware import DatabaseConnection
+from api_gateway.middleware import BodyLimit, DatabaseConnection
+from api_gateway.openapi import DocsPage, OpenAPIDocument, load_document, route_scopes
 from api_gateway.preview import TaskPreview
+from api_gateway.ratelimit import FailureLimiter
 from api_gateway.tasks import TaskBlocklist, TaskChunks, TaskCollection, TaskItem
+from api_gateway.tokens import TokenCollection, TokenItem
 from api_gateway.workers import WorkerCollection, WorkerItem
 from common.config import Config
 
@@ -28,8 +34,13 @@ ID = "int(min=1, max=9223372036854775807)"
 
 
 def create_app(config: Config, publisher: EventPublisher,
-               clock: Callable[[], float] = time.time) -> falcon.App:
-    app = falcon.App(middleware=[DatabaseConnection()])
+               clock: Callable[[], float] = time.time,
+               limiter: FailureLimiter | None = None) -> falcon.App:
+    if limiter is None:
+        limiter = FailureLimiter(config.auth_failure_rate_per_s, config.auth_failure_burst)
+    authentication = Authentication(route_scopes(load_document()), config.admin_token, limiter, clock)
+    # Order matters: the size check first, then the connection authentication needs.
+    app = falcon.App(middleware=[BodyLimit(config.max_body_bytes), DatabaseConnection(), authentication])
     app.req_options.strip_url_path_trailing_slash = True
     # ASCII-only JSON: any text the database holds can be sent.
     json_handler = falcon.media.JSONHandler(dumps=functools.partial(json.dumps, separators=(",", ":")))
@@ -44,5 +55,9 @@ def create_app(config: Config, publisher: EventPublisher,
     app.add_route(f"/tasks/{{task_id:{ID}}}/preview", TaskPreview(config))
     app.add_route("/workers", WorkerCollection(clock))
     app.add_route(f"/workers/{{worker_id:{ID}}}", WorkerItem(events))
+    app.add_route("/tokens", TokenCollection(clock))
+    app.add_route(f"/tokens/{{token_id:{ID}}}", TokenItem(clock))
     app.add_route("/health", Health(events))
+    app.add_route("/openapi.json", OpenAPIDocument())
+    app.add_route("/docs", DocsPage())
     return app

@@ -12,6 +12,7 @@ from typing import Any
 import falcon
 from peewee import InterfaceError, OperationalError
 
+from common.auth import Forbidden, Unauthorized
 from common.errors import BrokerUnavailable, CorralError, NotFound, ValidationError
 
 log = logging.getLogger(__name__)
@@ -40,13 +41,24 @@ class DatabaseUnavailable(GatewayError):
     """The database could not be reached or is busy."""
 
 
+class TooManyAttempts(GatewayError):
+    """This client address failed authentication too often; it must wait ``retry_after_s``."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many failed authentications from this address; retry in {retry_after_s}s")
+        self.retry_after_s = retry_after_s
+
+
 # exception class -> (HTTP status, error code, send Retry-After)
 STATUS_TABLE: dict[type[Exception], tuple[str, str, bool]] = {
     ValidationError: (falcon.HTTP_400, "invalid", False),
+    Unauthorized: (falcon.HTTP_401, "unauthorized", False),
+    Forbidden: (falcon.HTTP_403, "forbidden", False),
     NotFound: (falcon.HTTP_404, "not_found", False),
     Conflict: (falcon.HTTP_409, "conflict", False),
     PayloadTooLarge: (falcon.HTTP_413, "too_large", False),
     UnsupportedMediaType: (falcon.HTTP_415, "unsupported_media_type", False),
+    TooManyAttempts: (falcon.HTTP_429, "rate_limited", True),
     BrokerUnavailable: (falcon.HTTP_503, "broker_unavailable", True),
     DatabaseUnavailable: (falcon.HTTP_503, "database_unavailable", True),
 }
@@ -54,6 +66,9 @@ FALLBACK = (falcon.HTTP_500, "internal", False)
 # Error codes for the errors Falcon raises itself.
 _HTTP_CODES = {400: "invalid", 404: "not_found", 405: "method_not_allowed", 411: "length_required",
                413: "too_large", 415: "unsupported_media_type"}
+# What a client is told about a service it depends on; the details go to the log only.
+_UNAVAILABLE = {BrokerUnavailable: "the broker did not accept the request; retry later",
+                DatabaseUnavailable: "the database is unavailable or busy; retry later"}
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -74,14 +89,16 @@ def _handle_corral_error(req: falcon.Request, resp: falcon.Response, ex: CorralE
     status, code, retry = _lookup(ex)
     resp.status = status
     if retry:
-        resp.set_header("Retry-After", str(RETRY_AFTER_S))
+        resp.set_header("Retry-After", str(getattr(ex, "retry_after_s", RETRY_AFTER_S)))
+    if isinstance(ex, Unauthorized):
+        resp.set_header("WWW-Authenticate", 'Bearer realm="corral"')
+    field: str | None = None
+    message = str(ex)
     if isinstance(ex, ValidationError):
-        field: str | None = ex.field
-        message = f"{_clip(ex.field)}: {ex.reason}"
-    else:
-        field, message = None, str(ex)
-    if status == falcon.HTTP_503:
+        field, message = ex.field, f"{_clip(ex.field)}: {ex.reason}"
+    elif status == falcon.HTTP_503:
         log.warning("%s %s answered 503: %s", req.method, req.path, ex)
+        message = next((text for cls, text in _UNAVAILABLE.items() if isinstance(ex, cls)), "unavailable")
     resp.media = error_body(code, message, field)
 
 
@@ -91,7 +108,7 @@ def _clip(text: str) -> str:
 
 def _handle_database_error(req: falcon.Request, resp: falcon.Response, ex: Exception,
                            params: dict[str, Any]) -> None:
-    _handle_corral_error(req, resp, DatabaseUnavailable(f"database unavailable: {ex}"), params)
+    _handle_corral_error(req, resp, DatabaseUnavailable(f"database unavailable: {ex!r}"), params)
 
 
 def _handle_http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError,

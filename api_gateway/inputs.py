@@ -54,6 +54,7 @@ def parse_submission(body: Body, config: Config) -> NewTask:
         raise ValidationError("type", "is required")
     ttype = jobtypes.task_type(body.get("type"))
     validated = ttype.validate(_settings(body.get("settings")))
+    jobtypes.check_paths(ttype, validated.settings, config.resolved_storage_roots)
     return NewTask(
         type=ttype.name,
         parser=jobtypes.resolve_parser(ttype, body.get("parser")),

@@ -19,7 +19,7 @@ import falcon
 from api_gateway.errors import PayloadTooLarge, UnsupportedMediaType
 from common.errors import ValidationError
 
-MAX_BODY_BYTES = 1024 * 1024
+MAX_BODY_BYTES = 1024 * 1024  # default of config.max_body_bytes
 MAX_FORM_FIELDS = 100
 JSON_TYPE = "application/json"
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -81,14 +81,20 @@ def check_text(name: str, value: Any, max_chars: int, pattern: re.Pattern[str] |
     return value
 
 
+def body_limit(req: falcon.Request) -> int:
+    """The largest body this request may carry (``BodyLimit`` middleware sets it from the config)."""
+    return int(req.context.get("max_body_bytes", MAX_BODY_BYTES))
+
+
 def read_body(req: falcon.Request) -> Body:
     """Read and parse the body: JSON object or form; enforce size and content type."""
+    limit = body_limit(req)
     length = req.content_length
-    if length is not None and length > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    raw = req.bounded_stream.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    raw = req.bounded_stream.read(limit + 1)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
     if not raw.strip() and media_type in ("", JSON_TYPE, FORM_TYPE):
         return Body({}, form=media_type == FORM_TYPE)

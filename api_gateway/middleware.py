@@ -1,11 +1,25 @@
-"""Request middleware: one database connection per request."""
+"""Request middleware: the body size limit, and one database connection per request."""
 from __future__ import annotations
 
 from typing import Any
 
 import falcon
 
+from api_gateway.errors import PayloadTooLarge
 from common.models import database_proxy
+
+
+class BodyLimit:
+    """Refuses a declared body over ``max_body_bytes`` before anything reads it (413)."""
+
+    def __init__(self, max_body_bytes: int) -> None:
+        self.max_body_bytes = max_body_bytes
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.max_body_bytes = self.max_body_bytes
+        length = req.content_length
+        if length is not None and length > self.max_body_bytes:
+            raise PayloadTooLarge(f"the body is larger than {self.max_body_bytes} bytes")
 
 
 class DatabaseConnection:
@@ -21,5 +35,5 @@ class DatabaseConnection:
 
     def process_response(self, req: falcon.Request, resp: falcon.Response,
                          resource: Any, req_succeeded: bool) -> None:
-        if not database_proxy.is_closed():
+        if database_proxy.obj is not None and not database_proxy.is_closed():
             database_proxy.close()

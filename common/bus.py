@@ -18,6 +18,7 @@ from kombu.exceptions import KombuError, OperationalError
 from common import messages
 from common.config import Config
 from common.errors import BrokerUnavailable, MessageError
+from common.signing import Signer
 from common.topology import Topology, broker_priority
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class Bus:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.topology = Topology(config.namespace)
+        # Set on an agent's bus: every event it publishes is signed (common/signing.py).
+        self.signer: Signer | None = None
 
     def connection(self, heartbeat: float = 0) -> Connection:
         """A new, not yet connected, kombu connection."""
@@ -115,6 +118,9 @@ class Publisher:
         headers: dict[str, Any] | None = None,
     ) -> None:
         body = messages.encode(message)
+        signer = self.bus.signer
+        if signer is not None:
+            headers = {**(headers or {}), **signer.headers(message.kind, body)}
         self.publish_raw(body, exchange, routing_key, priority, persistent, declare, headers)
 
     def publish_raw(

@@ -39,6 +39,20 @@ class Config:
     kill_grace_s: float = 5.0
     log_tail_lines: int = 60
     progress_interval_s: float = 0.25
+    # Security (docs/security.md). Paths a task reads or writes must resolve inside
+    # one of these directories; empty means ``<data_dir>/storage``.
+    storage_roots: tuple[str, ...] = ()
+    # Accepted as an admin API token when set (bootstrap for deployments); never logged.
+    admin_token: str = dataclasses.field(default="", repr=False)
+    max_body_bytes: int = 1024 * 1024
+    # Failed authentications allowed per client address: a bucket of ``burst`` that
+    # refills at ``rate`` per second; an empty bucket answers 429.
+    auth_failure_rate_per_s: float = 2.0
+    auth_failure_burst: int = 10
+
+    # The farm's agent secret (docs/security.md): agents sign their hello with it and
+    # receive a per-agent key. Empty: agents are not authenticated (warned at start).
+    agent_secret: str = dataclasses.field(default="", repr=False)
 
     @property
     def embedded_broker(self) -> bool:
@@ -49,6 +63,12 @@ class Config:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{Path(self.data_dir).resolve() / 'corral.db'}"
+
+    @property
+    def resolved_storage_roots(self) -> tuple[str, ...]:
+        """The storage roots as absolute paths with symlinks resolved."""
+        roots = self.storage_roots or (str(Path(self.data_dir) / "storage"),)
+        return tuple(os.path.realpath(root) for root in roots)
 
     def validate(self) -> Config:
         if not NAMESPACE_RE.match(self.namespace):
@@ -67,7 +87,20 @@ class Config:
                 "CORRAL_AGENT_TIMEOUT must be longer than CORRAL_HEARTBEAT_INTERVAL "
                 f"({self.agent_timeout_s} <= {self.heartbeat_interval_s})"
             )
+        self._validate_security()
         return self
+
+    def _validate_security(self) -> None:
+        if self.admin_token and (len(self.admin_token) < 16 or not self.admin_token.isprintable()
+                                 or " " in self.admin_token):
+            raise ConfigError("CORRAL_ADMIN_TOKEN must be at least 16 printable characters without spaces")
+        if self.max_body_bytes < 1024:
+            raise ConfigError("CORRAL_MAX_BODY_BYTES must be at least 1024")
+        if self.auth_failure_rate_per_s <= 0 or self.auth_failure_burst < 1:
+            raise ConfigError("CORRAL_AUTH_FAILURE_RATE must be positive and CORRAL_AUTH_FAILURE_BURST at least 1")
+        for root in self.storage_roots:
+            if not os.path.isabs(root):
+                raise ConfigError(f"CORRAL_STORAGE_ROOTS: {root!r} is not an absolute path")
 
 
 # environment variable -> (field, type)
@@ -84,6 +117,12 @@ _ENV = {
     "CORRAL_FFMPEG": ("ffmpeg", str),
     "CORRAL_BLENDER_ALLOW_PYTHON": ("blender_allow_python", bool),
     "CORRAL_KILL_GRACE": ("kill_grace_s", float),
+    "CORRAL_AGENT_SECRET": ("agent_secret", str),
+    "CORRAL_STORAGE_ROOTS": ("storage_roots", tuple),
+    "CORRAL_ADMIN_TOKEN": ("admin_token", str),
+    "CORRAL_MAX_BODY_BYTES": ("max_body_bytes", int),
+    "CORRAL_AUTH_FAILURE_RATE": ("auth_failure_rate_per_s", float),
+    "CORRAL_AUTH_FAILURE_BURST": ("auth_failure_burst", int),
 }
 
 
@@ -94,6 +133,8 @@ def _convert(name: str, raw: str, kind: type) -> object:
         if raw.lower() in ("0", "false", "no", "off", ""):
             return False
         raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
+    if kind is tuple:  # a list of paths, os.pathsep-separated like PATH
+        return tuple(part for part in raw.split(os.pathsep) if part)
     try:
         return kind(raw)
     except ValueError:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from common import frames as framelib
+from common import storage
 from common.errors import ValidationError
 
 BLENDER_FORMATS = ("PNG", "JPEG", "OPEN_EXR", "OPEN_EXR_MULTILAYER", "TIFF", "BMP", "TARGA")
@@ -177,13 +178,23 @@ def validate_blender_render(s: dict[str, Any]) -> Validated:
     return Validated(out, ranges, out["format"])
 
 
+# Variables that make Blender, its Python or the loader run code from elsewhere.
+PROTECTED_ENV = frozenset({"PATH", "HOME", "IFS", "ENV", "BASH_ENV", "SHELL", "TMPDIR"})
+PROTECTED_ENV_PREFIXES = ("LD_", "DYLD_", "PYTHON", "BLENDER_", "CORRAL_")
+
+
+def env_name_allowed(key: str) -> bool:
+    """Whether a task may set the variable ``key`` for its command."""
+    return key not in PROTECTED_ENV and not key.startswith(PROTECTED_ENV_PREFIXES)
+
+
 def _get_env(env: Any) -> dict[str, str]:
     if not isinstance(env, dict) or len(env) > 64:
         raise ValidationError(_field("env"), "must be an object of at most 64 string values")
     for key, value in env.items():
-        if not key.isidentifier() or not key.isupper():
-            raise ValidationError(_field(f"env.{key}"), "names must be UPPER_CASE identifiers")
-        if key in ("PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONSTARTUP", "HOME"):
+        if not key.isidentifier() or not key.isupper() or len(key) > 128:
+            raise ValidationError(_field(f"env.{key[:128]}"), "names must be UPPER_CASE identifiers")
+        if not env_name_allowed(key):
             raise ValidationError(_field(f"env.{key}"), "may not be overridden")
         if not isinstance(value, str) or any(c in value for c in "\x00\n\r") or len(value) > MAX_STRING:
             raise ValidationError(_field(f"env.{key}"), "must be a single-line string")
@@ -196,12 +207,15 @@ class TaskType:
     validate: Callable[[dict[str, Any]], Validated]
     default_parser: str
     parsers: tuple[str, ...]
+    # Settings naming files the task reads or writes: they must be inside the storage roots.
+    path_settings: tuple[str, ...] = ()
 
 
 TASK_TYPES: dict[str, TaskType] = {
     t.name: t
     for t in (
-        TaskType("blender_render", validate_blender_render, "blender_render", ("blender_render",)),
+        TaskType("blender_render", validate_blender_render, "blender_render", ("blender_render",),
+                 path_settings=("filepath", "output_path")),
         TaskType("sleep", validate_sleep, "sleep", ("sleep",)),
         TaskType("noop", validate_noop, "noop", ("noop",)),
     )
@@ -223,3 +237,15 @@ def resolve_parser(ttype: TaskType, parser: Any) -> str:
     if not isinstance(parser, str) or parser not in ttype.parsers:
         raise ValidationError("parser", f"must be one of {', '.join(ttype.parsers)} for type {ttype.name}")
     return parser
+
+
+def check_paths(ttype: TaskType, settings: dict[str, Any], roots: tuple[str, ...]) -> None:
+    """Refuse validated settings whose paths resolve outside the storage roots.
+
+    Not part of the pure validators: resolving links reads the filesystem.
+    A ``//`` output path is relative to the folder of the ``filepath`` .blend.
+    """
+    blend = settings.get("filepath")
+    for name in ttype.path_settings:
+        base = blend if name != "filepath" and isinstance(blend, str) else None
+        storage.inside_roots(settings[name], roots, _field(name), blend_file=base)

@@ -101,6 +101,7 @@ class AgentHello(Message):
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     pid: int = 0
     boot_id: str = ""  # new for every agent process; tells restarts apart
+    sent_at: float = 0.0  # a signed hello older than a few minutes is refused (replay)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,6 +216,17 @@ class ControlResume(Message):
 
     kind: ClassVar[str] = "control.resume"
     task_id: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlWelcome(Message):
+    """To one agent: its signing key for this boot, wrapped with the farm's agent secret."""
+
+    kind: ClassVar[str] = "control.welcome"
+    agent: str
+    boot_id: str
+    nonce: str
+    wrapped_key: str
 
 
 @dataclasses.dataclass(frozen=True)

@@ -67,6 +67,7 @@ class Worker(BaseModel):
     commands = JSONField(default=list)
     versions = JSONField(default=dict)
     boot_id = CharField(max_length=64, default="")
+    signing_key = CharField(max_length=64, null=True)  # hex; issued to the agent's current boot
     status = CharField(max_length=16, default=ENABLED)
     connection = CharField(max_length=16, default=OFFLINE, index=True)
     activity = CharField(max_length=255, null=True)

@@ -1,7 +1,9 @@
 """``corral``: the one console script.
 
 Service verbs (``up``, ``gateway``, ``dispatcher``, ``agent``) start Corral
-processes; client verbs (``submit``, ``tasks``, ...) talk to the REST API.
+processes; client verbs (``submit``, ``tasks``, ...) talk to the REST API;
+``corral token ...`` manages API tokens straight in the database, so it runs
+where ``CORRAL_DATABASE_URL`` is reachable.
 """
 from __future__ import annotations
 
@@ -71,6 +73,79 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return run_agent(config, args.name, args.pool or ["default"])
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration_s(text: str) -> int:
+    """``90``, ``90s``, ``15m``, ``12h`` or ``30d`` as seconds."""
+    unit = text[-1:] if text[-1:] in DURATION_UNITS else "s"
+    number = text[:-1] if text[-1:] in DURATION_UNITS else text
+    if not number.isdigit() or int(number) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 3600, 12h or 30d")
+    return int(number) * DURATION_UNITS[unit]
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    import json
+
+    from common import auth
+    from common.db import open_and_migrate
+    from common.errors import NotFound, ValidationError
+
+    config = _config(data_dir=args.data_dir)
+    db = open_and_migrate(config.resolved_database_url)
+    try:
+        with db.connection_context():
+            if args.action == "create":
+                scopes = [part for value in args.scope for part in value.split(",") if part]
+                row, secret = auth.create_token(args.name, scopes, args.expires_in)
+                print(f"token {row.id} {row.name!r} ({','.join(row.scopes)}) created; "
+                      "it is shown only now:", file=sys.stderr)
+                print(secret)
+            elif args.action == "list":
+                rows = [auth.token_body(row) for row in auth.list_tokens(include_inactive=args.all)]
+                if args.json:
+                    print(json.dumps(rows, indent=2))
+                else:
+                    _print_tokens(rows)
+            else:
+                row = auth.revoke_token(args.token)
+                print(f"token {row.id} {row.name!r} revoked")
+    except (ValidationError, NotFound) as exc:
+        print(f"corral token {args.action}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_tokens(rows: list[dict]) -> None:
+    from corral.client import table, when
+
+    print(table(("ID", "NAME", "SCOPES", "STATE", "CREATED", "EXPIRES", "LAST USED"),
+                [[r["id"], r["name"], r["scopes"], r["state"], when(r["created_at"]),
+                  when(r["expires_at"]), when(r["last_used_at"])] for r in rows]))
+
+
+def _add_token_commands(sub: argparse._SubParsersAction) -> None:
+    from common.auth import SCOPES
+
+    token = sub.add_parser("token", help="create, list or revoke API tokens (on the database)")
+    actions = token.add_subparsers(dest="action", required=True, metavar="ACTION")
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument("--data-dir", default=None, help="for the default SQLite database "
+                          "(default: $CORRAL_DATA_DIR or ./var)")
+    create = actions.add_parser("create", parents=[data_dir], help="make a token; prints its secret once")
+    create.add_argument("--name", required=True, help="who or what the token is for")
+    create.add_argument("--scope", action="append", required=True,
+                        help=f"repeatable or comma-separated: {', '.join(SCOPES)}")
+    create.add_argument("--expires-in", type=_duration_s, help="e.g. 3600, 12h, 30d (default: never)")
+    listing = actions.add_parser("list", parents=[data_dir], help="list tokens (never their secrets)")
+    listing.add_argument("--all", action="store_true", help="include revoked and expired tokens")
+    listing.add_argument("--json", action="store_true")
+    revoke = actions.add_parser("revoke", parents=[data_dir], help="revoke a token by id or name")
+    revoke.add_argument("token", help="the token's id, or its name when only one active token has it")
+    token.set_defaults(func=cmd_token)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="corral", description="Corral render-farm manager")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -106,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_client_commands(sub)
     add_dlq_command(sub)
+    _add_token_commands(sub)
     return parser
 
 

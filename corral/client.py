@@ -2,6 +2,8 @@
 
 ``add_client_commands(subparsers)`` adds ``submit``, ``tasks``, ``task``,
 ``workers`` and ``cancel`` to an argparse sub-command set; each sets ``func``,
+sends the API token from ``CORRAL_TOKEN`` or ``<data dir>/admin.token`` (the one
+``corral up`` made), and
 which returns the exit code: 0 on success, 1 when the server refused the
 request (its error message is printed), 2 when the request could not be made
 (the server does not answer, or the command line itself is unusable).
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_API = "http://127.0.0.1:8080"
+TOKEN_ENV = "CORRAL_TOKEN"
+ADMIN_TOKEN_FILE = "admin.token"
 TIMEOUT_S = 30.0
 EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2, 2
 
@@ -36,10 +40,25 @@ class ClientError(Exception):
 # ---------------------------------------------------------------- HTTP
 
 
-def call(api: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def find_token(data_dir: str | None) -> str | None:
+    """The API token: ``$CORRAL_TOKEN``, else the admin token file ``corral up`` keeps."""
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if token:
+        return token
+    folder = data_dir or os.environ.get("CORRAL_DATA_DIR") or "var"
+    try:
+        return (Path(folder) / ADMIN_TOKEN_FILE).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def call(api: str, method: str, path: str, body: dict[str, Any] | None = None,
+         token: str | None = None) -> Any:
     """Send one request and return the decoded JSON answer (None when empty)."""
     data = None if body is None else json.dumps(body).encode()
     headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     if data is not None:
         headers["Content-Type"] = "application/json"
     request = urllib.request.Request(api.rstrip("/") + path, data=data, method=method, headers=headers)
@@ -47,13 +66,20 @@ def call(api: str, method: str, path: str, body: dict[str, Any] | None = None) -
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
             raw = response.read()
     except urllib.error.HTTPError as exc:
-        raise ClientError(f"error {exc.code}: {_server_message(exc.read())}", EXIT_REFUSED) from None
+        hint = ""
+        if exc.code == 401 and not token:
+            hint = f" (no token: set {TOKEN_ENV}, or run where <data dir>/{ADMIN_TOKEN_FILE} is)"
+        raise ClientError(f"error {exc.code}: {_server_message(exc.read())}{hint}", EXIT_REFUSED) from None
     except urllib.error.URLError as exc:
         raise ClientError(f"Cannot reach the Corral API at {api} ({exc.reason}); "
                           "is the gateway running, and is --api right?", EXIT_UNREACHABLE) from None
     except OSError as exc:
         raise ClientError(f"The Corral API at {api} did not answer ({exc}).", EXIT_UNREACHABLE) from None
     return json.loads(raw) if raw.strip() else None
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    return call(args.api, method, path, body, token=find_token(args.data_dir))
 
 
 def _server_message(raw: bytes) -> str:
@@ -129,7 +155,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         value = getattr(args, field)
         if value is not None:
             body[field] = value
-    task = call(args.api, "POST", "/tasks", body)
+    task = _call(args, "POST", "/tasks", body)
     if args.json:
         _print_json(task)
     else:
@@ -149,7 +175,7 @@ def _task_row(task: dict[str, Any]) -> list[Any]:
 def cmd_tasks(args: argparse.Namespace) -> int:
     query = {k: v for k, v in (("status", args.status), ("type", args.type),
                                ("limit", args.limit), ("offset", args.offset)) if v is not None}
-    page = call(args.api, "GET", "/tasks?" + urllib.parse.urlencode(query))
+    page = _call(args, "GET", "/tasks?" + urllib.parse.urlencode(query))
     if args.json:
         _print_json(page)
         return EXIT_OK
@@ -163,8 +189,8 @@ CHUNK_COLUMNS = ("INDEX", "FRAMES", "DONE", "STATUS", "ATTEMPTS", "FAILURES", "W
 
 
 def cmd_task(args: argparse.Namespace) -> int:
-    task = call(args.api, "GET", f"/tasks/{args.id}")
-    chunks = call(args.api, "GET", f"/tasks/{args.id}/chunks")["chunks"]
+    task = _call(args, "GET", f"/tasks/{args.id}")
+    chunks = _call(args, "GET", f"/tasks/{args.id}/chunks")["chunks"]
     if args.json:
         _print_json({**task, "chunks": chunks})
         return EXIT_OK
@@ -187,7 +213,7 @@ WORKER_COLUMNS = ("NAME", "ID", "STATUS", "CONNECTION", "ACTIVITY", "TASK", "POO
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
-    workers = call(args.api, "GET", "/workers")
+    workers = _call(args, "GET", "/workers")
     if args.json:
         _print_json(workers)
         return EXIT_OK
@@ -198,7 +224,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    task = call(args.api, "DELETE", f"/tasks/{args.id}")
+    task = _call(args, "DELETE", f"/tasks/{args.id}")
     if args.json:
         _print_json(task)
     else:
@@ -226,6 +252,9 @@ def _common() -> argparse.ArgumentParser:
     common.add_argument("--api", default=os.environ.get("CORRAL_API") or DEFAULT_API,
                         help="gateway URL (default: $CORRAL_API or %(default)s)")
     common.add_argument("--json", action="store_true", help="print the server's JSON")
+    common.add_argument("--data-dir", default=None,
+                        help=f"where to find {ADMIN_TOKEN_FILE} when ${TOKEN_ENV} is not set "
+                             "(default: $CORRAL_DATA_DIR or ./var)")
     return common
 
 

@@ -5,10 +5,15 @@ threads. With no ``CORRAL_BROKER_URL`` they talk over kombu's ``memory://``
 transport, which only works inside this process and has no priorities: the
 dispatcher then releases one chunk per idle agent (``release_ahead=0``), so
 the highest-priority pending chunk is always the next one to run.
+
+Unless ``CORRAL_ADMIN_TOKEN`` is set, the first start makes an admin API token,
+keeps it in ``<data dir>/admin.token`` (mode 0600) and prints it; the CLI's
+client verbs read it from there.
 """
 from __future__ import annotations
 
 import json
+import secrets
 import logging
 import os
 import signal
@@ -17,10 +22,12 @@ import threading
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from common import auth
 from common.bus import Bus
-from common.config import load_config
+from common.config import Config, load_config
 from common.db import open_and_migrate
 from common.errors import ConfigError
+from common.models import database_proxy
 
 log = logging.getLogger("corral.up")
 SAMPLE_TASK = {"type": "sleep", "priority": 50,
@@ -46,6 +53,9 @@ def run_embedded(host: str, port: int, agents: int, data_dir: str | None) -> int
     overrides: dict[str, object] = {"broker_url": broker, "data_dir": data_dir}
     if broker.startswith("memory://") and "CORRAL_RELEASE_AHEAD" not in env:
         overrides["release_ahead"] = 0
+    if "CORRAL_AGENT_SECRET" not in env:
+        # The agents live in this process: a fresh secret each run is all they need.
+        overrides["agent_secret"] = secrets.token_hex(32)
     try:
         config = load_config(**overrides)
     except ConfigError as exc:
@@ -53,6 +63,9 @@ def run_embedded(host: str, port: int, agents: int, data_dir: str | None) -> int
         return 2
     os.makedirs(config.data_dir, exist_ok=True)
     open_and_migrate(config.resolved_database_url)
+    if not config.storage_roots:
+        os.makedirs(config.resolved_storage_roots[0], exist_ok=True)
+    new_token = ensure_admin_token(config)
 
     dispatcher = Dispatcher(config)
     dispatcher.start()
@@ -70,7 +83,7 @@ def run_embedded(host: str, port: int, agents: int, data_dir: str | None) -> int
         _shutdown(nodes, dispatcher, publisher)
         return 2
     threading.Thread(target=server.serve_forever, name="gateway", daemon=True).start()
-    _banner(host, port, config, agents)
+    _banner(host, port, config, agents, new_token)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -89,21 +102,61 @@ def _shutdown(nodes: list, dispatcher: object, publisher: object) -> None:
     publisher.close()  # type: ignore[attr-defined]
 
 
-def _banner(host: str, port: int, config: object, agents: int) -> None:
+def admin_token_path(config: Config) -> str:
+    return os.path.join(os.path.abspath(config.data_dir), "admin.token")
+
+
+def ensure_admin_token(config: Config) -> str | None:
+    """Make the admin token file on first start; return the new secret, or None if there was one.
+
+    Nothing is made when ``CORRAL_ADMIN_TOKEN`` is set. A file whose token the
+    database no longer knows (the database was replaced) is made anew.
+    """
+    if config.admin_token:
+        return None
+    path = admin_token_path(config)
+    with database_proxy.connection_context():
+        try:
+            with open(path, encoding="utf-8") as handle:
+                existing = handle.read().strip()
+            principal = auth.authenticate(existing)
+            if principal is not None and principal.allows(auth.ADMIN):
+                return None
+            log.warning("%s holds a token the database does not know; making a new one", path)
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        _, secret = auth.create_token("admin-corral-up", [auth.ADMIN])
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(secret + "\n")
+    return secret
+
+
+def _banner(host: str, port: int, config: Config, agents: int, new_token: str | None) -> None:
     url = f"http://{host}:{port}"
-    mode = ("embedded memory:// broker (one machine only)" if config.embedded_broker  # type: ignore[attr-defined]
-            else config.broker_url)  # type: ignore[attr-defined]
+    mode = "embedded memory:// broker (one machine only)" if config.embedded_broker else config.broker_url
+    if config.admin_token:
+        token_note, bearer = "admin token: $CORRAL_ADMIN_TOKEN", "$CORRAL_ADMIN_TOKEN"
+    else:
+        path = admin_token_path(config)
+        token_note = (f"admin token (new; shown this once, kept in {path}, mode 0600):\n  {new_token}"
+                      if new_token else f"admin token: in {path}")
+        bearer = f"$(cat {path})"
     print(f"""
 Corral is up: {url}
   broker:   {mode}
   database: {config.resolved_database_url}
+  storage:  {os.pathsep.join(config.resolved_storage_roots)}
   agents:   {agents}
+{token_note}
 
 Submit a task:
-  curl -s -X POST {url}/tasks -H 'Content-Type: application/json' \\
+  curl -s -X POST {url}/tasks -H "Authorization: Bearer {bearer}" -H 'Content-Type: application/json' \\
     -d '{json.dumps(SAMPLE_TASK)}'
 Watch it:
-  curl -s {url}/tasks/1
-  curl -s {url}/workers
+  curl -s -H "Authorization: Bearer {bearer}" {url}/tasks/1
+  .venv/bin/corral workers
+API reference: {url}/docs
 Stop with Ctrl-C.
-""", flush=True)  # type: ignore[attr-defined]
+""", flush=True)

@@ -69,7 +69,7 @@ def mark_running(ctx: Context, chunk: Chunk, worker: Worker) -> None:
     Attempt.insert(chunk=chunk.id, number=chunk.attempts, lease_id=chunk.lease_id, worker=worker.id,
                    started_at=now, outcome=RUNNING).on_conflict_ignore().execute()
     task = chunk.task
-    changes = {Task.worker: worker.id}
+    changes = {Task.worker: worker.id, Task.waiting_reason: ""}
     if task.status == QUEUED:
         changes[Task.status] = RENDERING
         log.info("task %s: queued -> rendering", task.id)

@@ -25,6 +25,8 @@ class Context:
     outbox: list[tuple[messages.Message, str | None]] = dataclasses.field(default_factory=list)
     # Set when capacity may have appeared: new chunks, an idle agent, a resume.
     release_wanted: bool = True
+    # Keys issued to agents in this transaction, for the verifier once it commits.
+    issued_keys: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
     def send(self, message: messages.Message, agent: str | None = None) -> None:
         self.outbox.append((message, agent))

@@ -24,6 +24,7 @@ from common.errors import BrokerUnavailable
 from common.models import database_proxy
 from dispatcher import chunks, release, tasks, workers
 from dispatcher.context import Context
+from dispatcher.identity import Verifier
 
 log = logging.getLogger("dispatcher")
 DB_ERRORS = (OperationalError, InterfaceError)
@@ -51,6 +52,7 @@ class Dispatcher:
         self.config = config
         self.bus = Bus(config)
         self.ctx = Context(config, clock)
+        self.verifier = Verifier(config.agent_secret)
         self.publisher: Publisher | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -121,6 +123,13 @@ class Dispatcher:
         msg = decode_or_dead_letter(self.publisher, message, queue)
         if msg is None:
             return
+        body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+        refusal = self.verifier.refusal(msg, body, message.headers or {}, self.ctx.clock())
+        if refusal is not None:
+            log.warning("dead-lettering a %s: %s", msg.kind, refusal)
+            self.publisher.dead_letter(body, refusal, msg.kind, queue)
+            message.ack()
+            return
         handler = HANDLERS.get(type(msg))
         if handler is None:
             self.publisher.dead_letter(message.body if isinstance(message.body, bytes)
@@ -130,6 +139,9 @@ class Dispatcher:
             return
         if self._apply(handler, msg, message):
             message.ack()
+            for agent, key in self.ctx.issued_keys.items():
+                self.verifier.remember(agent, key)
+            self.ctx.issued_keys.clear()
             self._flush_outbox()
 
     def _apply(self, handler: Callable[[Context, Any], None], msg: messages.Message, message: Any) -> bool:
@@ -143,6 +155,7 @@ class Dispatcher:
             # The database is away: keep the message, retry after a pause.
             log.warning("database error applying %s (%s); will retry", msg.kind, exc)
             self.ctx.outbox.clear()
+            self.ctx.issued_keys.clear()
             database_proxy.close()
             self._stopping.wait(1.0)
             message.requeue()

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
+import secrets
 
-from common import messages
+from common import messages, signing
 from common.models import DISABLED, ENABLED, OFFLINE, ONLINE, RELEASED, RUNNING, Chunk, Worker
 from dispatcher.context import Context
 from dispatcher.leases import requeue_lost
@@ -25,6 +26,8 @@ def on_hello(ctx: Context, msg: messages.AgentHello) -> None:
     if worker.boot_id and msg.boot_id and worker.boot_id != msg.boot_id:
         # A new process under the same name: whatever the old one ran is lost.
         requeue_lost(ctx, worker, "agent restarted")
+    if ctx.config.agent_secret:
+        welcome(ctx, worker, msg)
     Worker.update(
         hostname=msg.hostname, system=msg.system, pools=msg.pools, commands=msg.commands,
         ip_address=msg.ip_address, mac_address=msg.mac_address, versions=msg.versions,
@@ -34,6 +37,20 @@ def on_hello(ctx: Context, msg: messages.AgentHello) -> None:
     if worker.connection != ONLINE:
         log.info("worker %s: %s -> online (hello)", msg.agent, worker.connection)
     ctx.wake_release()
+
+
+def welcome(ctx: Context, worker: Worker, msg: messages.AgentHello) -> None:
+    """Issue (or, for a reconnecting process, re-send) the agent's signing key."""
+    if worker.boot_id == msg.boot_id and worker.signing_key:
+        key = bytes.fromhex(worker.signing_key)
+    else:
+        key = signing.new_key()
+        Worker.update(signing_key=key.hex()).where(Worker.id == worker.id).execute()
+    nonce = secrets.token_hex(16)
+    ctx.issued_keys[msg.agent] = key
+    ctx.send(messages.ControlWelcome(
+        agent=msg.agent, boot_id=msg.boot_id, nonce=nonce,
+        wrapped_key=signing.wrap(ctx.config.agent_secret, msg.agent, msg.boot_id, nonce, key)), msg.agent)
 
 
 def on_heartbeat(ctx: Context, msg: messages.AgentHeartbeat) -> None:

@@ -101,11 +101,23 @@ def pg_database(postgres_url):
     admin.cursor().execute(f'CREATE DATABASE "{name}"')
     parsed = urlparse(postgres_url)
     yield parsed._replace(path=f"/{name}").geturl()
+    if admin.closed or _broken(admin):  # a test may have restarted the server
+        admin = psycopg2.connect(postgres_url)
+        admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
         cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
     admin.close()
+
+
+def _broken(conn) -> bool:
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+        return False
+    except Exception:  # noqa: BLE001 - any failure means reconnect
+        return True
 
 
 @pytest.fixture
@@ -120,6 +132,7 @@ def farm_env(broker_url, namespace, sqlite_url, tmp_path):
         "CORRAL_HEARTBEAT_INTERVAL": "0.5",
         "CORRAL_AGENT_TIMEOUT": "3",
         "CORRAL_TICK_INTERVAL": "0.2",
+        "CORRAL_AGENT_SECRET": f"test-agent-secret-{namespace}",
         "PYTHONUNBUFFERED": "1",
     })
     yield env

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -16,10 +17,19 @@ CORRAL = [sys.executable, "-m", "corral.cli"]
 
 
 class Farm:
-    """Starts Corral processes with one test's environment and stops them all afterwards."""
+    """Starts Corral processes with one test's environment and stops them all afterwards.
+
+    The gateway is closed by default: the farm gives it an admin token
+    (``CORRAL_ADMIN_TOKEN``) and sends it (``self.headers``), and makes the test's
+    temporary directory (the parent of ``logdir``) its storage root.
+    """
 
     def __init__(self, env: dict[str, str], logdir: Path) -> None:
+        env.setdefault("CORRAL_ADMIN_TOKEN", f"corral_test_{secrets.token_urlsafe(24)}")
+        env.setdefault("CORRAL_STORAGE_ROOTS", str(logdir.parent))
         self.env = env
+        self.token = env["CORRAL_ADMIN_TOKEN"]
+        self.headers = {"Authorization": f"Bearer {self.token}"}
         self.logdir = logdir
         self.procs: dict[str, subprocess.Popen] = {}
         self.port = free_port()
@@ -82,13 +92,13 @@ class Farm:
     # -- REST --------------------------------------------------------------
 
     def get(self, path: str):
-        response = requests.get(f"{self.api}{path}", timeout=10)
+        response = requests.get(f"{self.api}{path}", headers=self.headers, timeout=10)
         response.raise_for_status()
         return response.json()
 
     def submit(self, type_name: str, settings: dict, **fields) -> dict:
         body = {"type": type_name, "settings": settings, **fields}
-        response = requests.post(f"{self.api}/tasks", json=body, timeout=10)
+        response = requests.post(f"{self.api}/tasks", json=body, headers=self.headers, timeout=10)
         assert response.status_code == 202, response.text
         return response.json()
 

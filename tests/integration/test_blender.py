@@ -46,6 +46,7 @@ def render_farm(broker_url, tmp_path_factory):
         "CORRAL_BROKER_URL": broker_url, "CORRAL_NAMESPACE": namespace,
         "CORRAL_DATABASE_URL": f"sqlite:///{root / 'corral.db'}", "CORRAL_DATA_DIR": str(root / "var"),
         "CORRAL_HEARTBEAT_INTERVAL": "0.5", "CORRAL_AGENT_TIMEOUT": "5", "CORRAL_TICK_INTERVAL": "0.2",
+        "CORRAL_AGENT_SECRET": f"render-secret-{namespace}",
         "PYTHONUNBUFFERED": "1",
     })
     logdir = root / "logs"
@@ -97,7 +98,7 @@ def test_a_24_frame_animation_renders_every_frame_and_then_its_preview_video(ren
     assert video["started_at"] >= max(r["finished_at"] for r in renders)
     movie = out / "frame.mp4"
     assert int(ffprobe(movie, "stream=nb_read_frames")["nb_read_frames"]) == 24
-    preview = requests.get(f"{farm.api}/tasks/{task['id']}/preview", timeout=10)
+    preview = requests.get(f"{farm.api}/tasks/{task['id']}/preview", headers=farm.headers, timeout=10)
     assert preview.status_code == 200 and preview.headers["content-type"] == "image/png"
     frames = [out / f"frame_{n:04d}.png" for n in range(1, 25)]
     newest = max(reversed(frames), key=lambda p: p.stat().st_mtime_ns)  # the later frame on a tie

@@ -31,7 +31,7 @@ def corral_up(tmp_path):
         except requests.RequestException:
             return proc.poll() is not None and pytest.fail((tmp_path / "up.log").read_text())
     wait_for(healthy, timeout=30, what="corral up to answer")
-    yield proc, api, tmp_path
+    yield proc, api, tmp_path, admin_headers(tmp_path / "var")
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -41,17 +41,22 @@ def corral_up(tmp_path):
     log.close()
 
 
+def admin_headers(data_dir):
+    """The admin token `corral up` made on its first start."""
+    return {"Authorization": f"Bearer {(data_dir / 'admin.token').read_text().strip()}"}
+
+
 def test_corral_up_runs_a_submitted_task_to_completion_and_stops_cleanly(corral_up):
-    proc, api, tmp_path = corral_up
-    wait_for(lambda: len([w for w in requests.get(f"{api}/workers", timeout=5).json().values()
+    proc, api, tmp_path, auth = corral_up
+    wait_for(lambda: len([w for w in requests.get(f"{api}/workers", headers=auth, timeout=5).json().values()
                           if w["connection"] == "online"]) == 2, timeout=20, what="two agents online")
-    low = requests.post(f"{api}/tasks", json={"type": "sleep", "priority": 10,
-                                              "settings": sleep_settings(1, 6, 1, 0.2)}, timeout=5).json()
-    high = requests.post(f"{api}/tasks", json={"type": "sleep", "priority": 90,
-                                               "settings": sleep_settings(1, 2, 1, 0.01)}, timeout=5).json()
+    low = requests.post(f"{api}/tasks", headers=auth, timeout=5, json={
+        "type": "sleep", "priority": 10, "settings": sleep_settings(1, 6, 1, 0.2)}).json()
+    high = requests.post(f"{api}/tasks", headers=auth, timeout=5, json={
+        "type": "sleep", "priority": 90, "settings": sleep_settings(1, 2, 1, 0.01)}).json()
 
     def finished():
-        tasks = [requests.get(f"{api}/tasks/{t['id']}", timeout=5).json() for t in (low, high)]
+        tasks = [requests.get(f"{api}/tasks/{t['id']}", headers=auth, timeout=5).json() for t in (low, high)]
         return tasks if all(t["status"] == "completed" for t in tasks) else None
     done_low, done_high = wait_for(finished, timeout=40, what="both tasks to complete")
     assert done_low["frames_done"] == 6 and done_high["frames_done"] == 2

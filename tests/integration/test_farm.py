@@ -110,7 +110,7 @@ def test_cancel_mid_run_kills_the_child_process_and_ends_the_task_canceled(runni
     children = wait_for(sleeper, timeout=10, what="the sleep child process")
     import requests
 
-    response = requests.delete(f"{farm.api}/tasks/{task['id']}", timeout=10)
+    response = requests.delete(f"{farm.api}/tasks/{task['id']}", headers=farm.headers, timeout=10)
     assert response.status_code == 202
     farm.wait_task(task["id"], statuses=("canceled",), timeout=10)
     gone = poll_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE

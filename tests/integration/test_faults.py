@@ -169,7 +169,7 @@ def test_a_broker_restart_mid_task_loses_no_chunk_and_the_gateway_answers_503_me
     subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, timeout=60)
     try:
         response = requests.post(f"{farm.api}/tasks", json={"type": "noop", "settings": {
-            "frame_start": 1, "frame_end": 1}}, timeout=30)
+            "frame_start": 1, "frame_end": 1}}, headers=farm.headers, timeout=30)
         assert response.status_code == 503 and "Retry-After" in response.headers
         assert response.json()["error"]["code"] == "broker_unavailable"
     finally:

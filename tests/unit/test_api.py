@@ -16,6 +16,12 @@ from common.errors import BrokerUnavailable
 from common.messages import TaskCancel, TaskSubmitted, TaskUpdate
 from common.models import Attempt, Chunk, Task, Worker, database_proxy
 
+# The gateway is closed by default: these tests act as the admin (docs/security.md).
+ADMIN = "test-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+CONFIG = load_config({}, admin_token=ADMIN, storage_roots=("/",))
+
+
 NOW = 1_700_000_000.0
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -41,7 +47,7 @@ def publisher():
 @pytest.fixture
 def client(tmp_path, publisher):
     db = open_and_migrate(f"sqlite:///{tmp_path}/c.db")
-    yield testing.TestClient(create_app(load_config({}), publisher, clock=lambda: NOW))
+    yield testing.TestClient(create_app(CONFIG, publisher, clock=lambda: NOW), headers=AUTH)
     db.close()
 
 
@@ -140,12 +146,13 @@ def test_resubmitting_a_task_id_returns_the_same_task_and_publishes_once(client,
 
 def test_concurrent_submissions_with_one_task_id_create_one_task(tmp_path, publisher):
     open_and_migrate(f"sqlite:///{tmp_path}/race.db")
-    app = create_app(load_config({}), publisher)
+    app = create_app(CONFIG, publisher)
     ids, barrier = [], threading.Barrier(8)
 
     def post():
         barrier.wait()
-        ids.append(testing.TestClient(app).simulate_post("/tasks", json=noop(task_id="same")).json["id"])
+        client = testing.TestClient(app, headers=AUTH)
+        ids.append(client.simulate_post("/tasks", json=noop(task_id="same")).json["id"])
 
     threads = [threading.Thread(target=post) for _ in range(8)]
     for thread in threads:

@@ -12,6 +12,12 @@ from common.config import load_config
 from common.db import open_and_migrate
 from common.models import Task, Worker, database_proxy
 
+# The gateway is closed by default: these tests act as the admin (docs/security.md).
+ADMIN = "test-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+CONFIG = load_config({}, admin_token=ADMIN, storage_roots=("/",))
+
+
 JSON = {"Content-Type": "application/json"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -28,7 +34,7 @@ def client(tmp_path_factory):
     with database_proxy.connection_context():
         Worker.create(name="w1", hostname="w1", current_task=1)
         Task.create(type="noop", parser="noop", settings={}, frame_start=1, frame_end=1)
-    yield testing.TestClient(create_app(load_config({}), NullPublisher()))
+    yield testing.TestClient(create_app(CONFIG, NullPublisher()), headers=AUTH)
     db.close()
 
 

@@ -13,6 +13,12 @@ from common.config import load_config
 from common.db import open_and_migrate
 from common.models import Chunk, Task
 
+# The gateway is closed by default: these tests act as the admin (docs/security.md).
+ADMIN = "test-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+CONFIG = load_config({}, admin_token=ADMIN, storage_roots=("/",))
+
+
 PNG_1x1 = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360000002000100ffff03000006000557bfabd40000000049454e44ae426082")
@@ -26,7 +32,7 @@ class NullPublisher:
 @pytest.fixture
 def client(tmp_path):
     open_and_migrate(f"sqlite:///{tmp_path}/p.db")
-    return testing.TestClient(create_app(load_config({}), NullPublisher()))
+    return testing.TestClient(create_app(CONFIG, NullPublisher()), headers=AUTH)
 
 
 def task_with_files(files):

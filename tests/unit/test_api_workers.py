@@ -13,6 +13,12 @@ from common.errors import BrokerUnavailable
 from common.messages import WorkerUpdate
 from common.models import Worker, database_proxy
 
+# The gateway is closed by default: these tests act as the admin (docs/security.md).
+ADMIN = "test-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+CONFIG = load_config({}, admin_token=ADMIN, storage_roots=("/",))
+
+
 NOW = 1_700_000_000.0
 DOCUMENT_FIELDS = {"activity", "connection", "current_task", "hostname", "id", "ip_address", "log",
                    "port", "status", "system", "time_cost"}
@@ -37,7 +43,7 @@ def publisher():
 @pytest.fixture
 def client(tmp_path, publisher):
     db = open_and_migrate(f"sqlite:///{tmp_path}/c.db")
-    yield testing.TestClient(create_app(load_config({}), publisher, clock=lambda: NOW))
+    yield testing.TestClient(create_app(CONFIG, publisher, clock=lambda: NOW), headers=AUTH)
     db.close()
 
 
@@ -196,7 +202,7 @@ def test_health_reports_the_database_and_the_last_publish(client, publisher):
 
 def test_health_answers_503_when_the_database_cannot_be_opened(tmp_path, publisher):
     open_and_migrate(f"sqlite:///{tmp_path}/c.db")
-    client = testing.TestClient(create_app(load_config({}), publisher))
+    client = testing.TestClient(create_app(CONFIG, publisher), headers=AUTH)
     database_proxy.initialize(type(database_proxy.obj)(str(tmp_path / "missing" / "dir" / "c.db")))
     try:
         result = client.simulate_get("/health")

@@ -10,11 +10,14 @@ from falcon import testing
 
 from common.models import database_proxy
 
+ADMIN = "test-admin-token-0123456789"
+
 
 def load_wsgi(monkeypatch, tmp_path, **env):
     monkeypatch.setenv("CORRAL_DATABASE_URL", f"sqlite:///{tmp_path}/wsgi.db")
     monkeypatch.setenv("CORRAL_BROKER_URL", "memory://")
     monkeypatch.setenv("CORRAL_NAMESPACE", "wsgitest")
+    monkeypatch.setenv("CORRAL_ADMIN_TOKEN", ADMIN)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     sys.modules.pop("api_gateway.wsgi", None)
@@ -36,7 +39,7 @@ def test_the_wsgi_module_builds_the_app_without_touching_the_broker(monkeypatch,
 def test_a_task_submitted_through_the_wsgi_app_is_published_on_first_use(monkeypatch, tmp_path):
     wsgi = load_wsgi(monkeypatch, tmp_path)
     try:
-        client = testing.TestClient(wsgi.application)
+        client = testing.TestClient(wsgi.application, headers={"Authorization": f"Bearer {ADMIN}"})
         result = client.simulate_post("/tasks", json={"type": "noop", "settings": {"frames": "1-3"}})
         assert result.status_code == 202, result.text
         assert client.simulate_get("/health").json["broker"] == "ok"

@@ -15,6 +15,8 @@ from common.messages import TaskCancel, TaskSubmitted
 from common.models import Chunk, Task, Worker, database_proxy
 from corral.client import add_client_commands, table
 
+ADMIN = "test-admin-token-0123456789"
+
 
 class QuietHandler(WSGIRequestHandler):
     def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
@@ -39,9 +41,10 @@ def publisher():
 
 
 @pytest.fixture
-def api(tmp_path, publisher):
+def api(tmp_path, publisher, monkeypatch):
     db = open_and_migrate(f"sqlite:///{tmp_path}/c.db")
-    app = create_app(load_config({}), publisher)
+    monkeypatch.setenv("CORRAL_TOKEN", ADMIN)  # the client verbs send it
+    app = create_app(load_config({}, admin_token=ADMIN), publisher)
     server = make_server("127.0.0.1", 0, app, server_class=ThreadedServer, handler_class=QuietHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -26,6 +26,7 @@ SAMPLES = [
                          parser="sleep", params={"seconds_per_frame": 0.1}, frames=[[1, 3]]),
     messages.ControlHalt(task_id=1, action="cancel"),
     messages.ControlResume(task_id=1),
+    messages.ControlWelcome(agent="a1", boot_id="b", nonce="n", wrapped_key="00ff"),
     messages.ControlAbort(chunk_id=4, lease_id="L"),
 ]
 
