@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_client_commands(sub)
     add_dlq_command(sub)
+    from corral.scenes import add_demo_scene_command
+
+    add_demo_scene_command(sub)
     _add_token_commands(sub)
     return parser
 

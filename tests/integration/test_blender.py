@@ -154,3 +154,18 @@ def test_a_broken_render_fails_the_task_with_its_reason_and_never_claims_success
     listed = chunks["chunks"] if isinstance(chunks, dict) else chunks
     assert len(listed[0]["attempts_history"]) == 2
     assert all(a["log_tail"] for a in listed[0]["attempts_history"])
+
+
+def test_corral_demo_scene_builds_a_blend_that_renders(tmp_path):
+    import subprocess as sp
+
+    from tests.integration.farmproc import CORRAL
+
+    blender = blender_path()
+    out = sp.run([*CORRAL, "demo-scene", str(tmp_path / "demo.blend"), "--frames", "3", "--width", "32",
+                  "--height", "24"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    render = sp.run([blender, "-b", str(tmp_path / "demo.blend"), "-o", str(tmp_path / "f_#"), "-F", "PNG",
+                     "-f", "3"], capture_output=True, text=True, timeout=300)
+    assert "Saved:" in render.stdout
+    assert (ffprobe(tmp_path / "f_3.png")["width"], ffprobe(tmp_path / "f_3.png")["height"]) == (32, 24)
