@@ -29,6 +29,10 @@ from dispatcher.identity import Verifier
 log = logging.getLogger("dispatcher")
 DB_ERRORS = (OperationalError, InterfaceError)
 SWEEP_INTERVAL_S = 2.0
+# Heartbeats are applied in batches: at most this many, at most this late.
+HEARTBEAT_BATCH = 1000
+HEARTBEAT_FLUSH_S = 0.25
+FIRST_RECONNECT_DELAY_S, MAX_RECONNECT_DELAY_S = 0.5, 10.0
 
 HANDLERS: dict[type[messages.Message], Callable[[Context, Any], None]] = {
     messages.TaskSubmitted: tasks.on_submitted,
@@ -58,6 +62,9 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._next_tick = 0.0
         self._next_sweep = 0.0
+        self._beats: list[tuple[messages.AgentHeartbeat, Any]] = []
+        self._beats_since = 0.0
+        self._delay_s = FIRST_RECONNECT_DELAY_S
         self.ready = threading.Event()
 
     # -- lifecycle ----------------------------------------------------------
@@ -82,17 +89,16 @@ class Dispatcher:
     def run(self) -> None:
         open_and_migrate(self.config.resolved_database_url)
         self.publisher = self.bus.publisher()
-        delay = 0.5
         while not self._stopping.is_set():
             try:
                 self._consume()
-                delay = 0.5
             except CONNECTION_ERRORS + (BrokerUnavailable,) as exc:
                 if self._stopping.is_set():
                     break
-                log.warning("broker connection lost (%s); reconnecting in %.1fs", exc, delay)
-                self._stopping.wait(delay)
-                delay = min(delay * 2, 10.0)
+                log.warning("broker connection lost (%s); reconnecting in %.1fs", exc, self._delay_s,
+                            exc_info=log.isEnabledFor(logging.DEBUG))
+                self._stopping.wait(self._delay_s)
+                self._delay_s = min(self._delay_s * 2, MAX_RECONNECT_DELAY_S)
         self.publisher.close()
         database_proxy.close()
         log.info("dispatcher stopped")
@@ -107,10 +113,13 @@ class Dispatcher:
             self.bus.declare_core(channel)
             channel.basic_qos(0, 200, False)
             queues = [topo.dispatcher_queue(), topo.heartbeat_queue()]
+            # Unacknowledged heartbeats of a lost connection come back by redelivery.
+            self._beats.clear()
             with Consumer(channel, queues=queues, on_message=self._on_message):
                 log.info("dispatcher consuming from %s (namespace %s)",
                          ", ".join(q.name for q in queues), topo.namespace)
                 self.ready.set()
+                self._delay_s = FIRST_RECONNECT_DELAY_S
                 while not self._stopping.is_set():
                     try:
                         conn.drain_events(timeout=self.config.tick_interval_s)
@@ -130,6 +139,13 @@ class Dispatcher:
             self.publisher.dead_letter(body, refusal, msg.kind, queue)
             message.ack()
             return
+        if isinstance(msg, messages.AgentHeartbeat):
+            if not self._beats:
+                self._beats_since = time.monotonic()
+            self._beats.append((msg, message))
+            if len(self._beats) >= HEARTBEAT_BATCH:
+                self._flush_beats()
+            return
         handler = HANDLERS.get(type(msg))
         if handler is None:
             self.publisher.dead_letter(message.body if isinstance(message.body, bytes)
@@ -144,8 +160,11 @@ class Dispatcher:
             self.ctx.issued_keys.clear()
             self._flush_outbox()
 
-    def _apply(self, handler: Callable[[Context, Any], None], msg: messages.Message, message: Any) -> bool:
-        """Apply one message in a transaction; True when it may be acknowledged."""
+    def _apply(self, handler: Callable[[Context, Any], None], msg: Any, message: Any) -> bool:
+        """Apply a message (or a batch, with ``message`` None) in one transaction.
+
+        True when it may be acknowledged; on a database error the caller requeues.
+        """
         try:
             database_proxy.connect(reuse_if_open=True)
             with database_proxy.atomic():
@@ -153,19 +172,34 @@ class Dispatcher:
             return True
         except DB_ERRORS as exc:
             # The database is away: keep the message, retry after a pause.
-            log.warning("database error applying %s (%s); will retry", msg.kind, exc)
+            log.warning("database error applying %s (%s); will retry", _kind(msg), exc)
             self.ctx.outbox.clear()
             self.ctx.issued_keys.clear()
             database_proxy.close()
             self._stopping.wait(1.0)
-            message.requeue()
+            if message is not None:
+                message.requeue()
             return False
         except Exception as exc:  # noqa: BLE001 - a bug must not stop the farm
-            log.exception("cannot apply %s; dead-lettering it", msg.kind)
+            log.exception("cannot apply %s; dead-lettering it", _kind(msg))
             self.ctx.outbox.clear()
-            body = messages.encode(msg)
-            self.publisher.dead_letter(body, f"handler error: {exc!r}", msg.kind, "dispatcher")
+            for one in msg if isinstance(msg, list) else [msg]:
+                self.publisher.dead_letter(messages.encode(one), f"handler error: {exc!r}", one.kind,
+                                           "dispatcher")
             return True
+
+    def _flush_beats(self) -> None:
+        """Apply the buffered heartbeats in one transaction, then acknowledge them."""
+        beats, self._beats = self._beats, []
+        if not beats:
+            return
+        if self._apply(_apply_heartbeats, [b for b, _ in beats], None):
+            for _, delivery in beats:
+                delivery.ack()
+            self._flush_outbox()
+        else:
+            for _, delivery in beats:
+                delivery.requeue()
 
     def _flush_outbox(self) -> None:
         outbox, self.ctx.outbox = self.ctx.outbox, []
@@ -177,6 +211,8 @@ class Dispatcher:
 
     def _after_deliveries(self) -> None:
         now = time.monotonic()
+        if self._beats and now - self._beats_since >= HEARTBEAT_FLUSH_S:
+            self._flush_beats()
         due = now >= self._next_tick
         if not (due or self.ctx.release_wanted):
             return
@@ -199,6 +235,14 @@ class Dispatcher:
             database_proxy.close()
             self.ctx.release_wanted = True
             self._stopping.wait(1.0)
+
+
+def _apply_heartbeats(ctx: Context, beats: list[messages.AgentHeartbeat]) -> None:
+    workers.on_heartbeats(ctx, beats)
+
+
+def _kind(msg: messages.Message | list[messages.Message]) -> str:
+    return f"{len(msg)} heartbeats" if isinstance(msg, list) else msg.kind
 
 
 def run_dispatcher(config: Config) -> int:

@@ -1,11 +1,12 @@
 """Worker state: registration, heartbeats, goodbyes, operator changes, lost agents."""
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 
 from common import messages, signing
-from common.models import DISABLED, ENABLED, OFFLINE, ONLINE, RELEASED, RUNNING, Chunk, Worker
+from common.models import DISABLED, ENABLED, OFFLINE, ONLINE, RELEASED, RUNNING, Chunk, Worker, database_proxy
 from dispatcher.context import Context
 from dispatcher.leases import requeue_lost
 
@@ -54,22 +55,63 @@ def welcome(ctx: Context, worker: Worker, msg: messages.AgentHello) -> None:
 
 
 def on_heartbeat(ctx: Context, msg: messages.AgentHeartbeat) -> None:
-    worker = worker_named(ctx, msg.agent)
-    # The dispatcher's clock decides liveness: agents' clocks may be skewed.
-    Worker.update(connection=ONLINE, last_heartbeat=ctx.clock(), update_frequent=msg.update_frequent,
-                  update_less_frequent=msg.update_less_frequent).where(Worker.id == worker.id).execute()
-    if worker.connection != ONLINE:
-        log.info("worker %s: offline -> online (heartbeat)", worker.name)
-        ctx.wake_release()
-    if msg.lease_id:
-        live = Chunk.select().where(Chunk.lease_id == msg.lease_id,
-                                    Chunk.status.in_((RELEASED, RUNNING))).exists()
-        if not live:
-            chunk = Chunk.get_or_none(Chunk.lease_id == msg.lease_id)
-            log.info("worker %s: holds lease %s that is no longer live; aborting it", worker.name,
-                     msg.lease_id)
-            ctx.send(messages.ControlAbort(chunk_id=chunk.id if chunk else 0, lease_id=msg.lease_id,
-                                           reason="lease no longer live"), worker.name)
+    on_heartbeats(ctx, [msg])
+
+
+def on_heartbeats(ctx: Context, beats: list[messages.AgentHeartbeat]) -> None:
+    """Apply a batch of heartbeats in a few statements: the hot path of a large farm.
+
+    Only each agent's newest beat matters. The dispatcher's clock decides
+    liveness (agents' clocks may be skewed). Slow-changing readings arrive with
+    every tenth beat; an empty ``update_less_frequent`` keeps the stored one.
+    """
+    newest = {beat.agent: beat for beat in sorted(beats, key=lambda b: b.sent_at)}
+    known = _workers_named(list(newest))
+    for name in newest:
+        if name not in known:
+            known[name] = worker_named(ctx, name)
+    now = ctx.clock()
+    param = database_proxy.obj.param
+    frequent = [(now, ONLINE, json.dumps(b.update_frequent), known[n].id) for n, b in newest.items()]
+    _execute_many(f"UPDATE workers SET last_heartbeat = {param}, connection = {param}, "
+                  f"update_frequent = {param} WHERE id = {param}", frequent)
+    less = [(json.dumps(b.update_less_frequent), known[n].id)
+            for n, b in newest.items() if b.update_less_frequent]
+    _execute_many(f"UPDATE workers SET update_less_frequent = {param} WHERE id = {param}", less)
+    for name in newest:
+        if known[name].connection != ONLINE:
+            log.info("worker %s: offline -> online (heartbeat)", name)
+            ctx.wake_release()
+    _abort_dead_leases(ctx, {b.lease_id: n for n, b in newest.items() if b.lease_id})
+
+
+def _workers_named(names: list[str]) -> dict[str, Worker]:
+    found: dict[str, Worker] = {}
+    for start in range(0, len(names), 500):
+        rows = Worker.select(Worker.id, Worker.name, Worker.connection).where(
+            Worker.name.in_(names[start:start + 500]))
+        found.update((w.name, w) for w in rows)
+    return found
+
+
+def _execute_many(sql: str, rows: list[tuple]) -> None:
+    if rows:
+        cursor = database_proxy.cursor()
+        cursor.executemany(sql, rows)
+
+
+def _abort_dead_leases(ctx: Context, holders: dict[str, str]) -> None:
+    """Agents that say they hold a lease that is no longer live are told to drop it."""
+    if not holders:
+        return
+    live = {lease for (lease,) in Chunk.select(Chunk.lease_id).where(
+        Chunk.lease_id.in_(list(holders)), Chunk.status.in_((RELEASED, RUNNING))).tuples()}
+    for lease, agent in holders.items():
+        if lease not in live:
+            chunk = Chunk.get_or_none(Chunk.lease_id == lease)
+            log.info("worker %s: holds lease %s that is no longer live; aborting it", agent, lease)
+            ctx.send(messages.ControlAbort(chunk_id=chunk.id if chunk else 0, lease_id=lease,
+                                           reason="lease no longer live"), agent)
 
 
 def on_goodbye(ctx: Context, msg: messages.AgentGoodbye) -> None:

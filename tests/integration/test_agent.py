@@ -70,8 +70,14 @@ class Events:
 
 
 @pytest.fixture
-def config(farm_env):
-    return load_config(farm_env, progress_interval_s=0.1, kill_grace_s=2.0)
+def agent_env(farm_env):
+    """These tests play the dispatcher's part by hand, unsigned (signed mode: the test at the end)."""
+    return {k: v for k, v in farm_env.items() if k != "CORRAL_AGENT_SECRET"}
+
+
+@pytest.fixture
+def config(agent_env):
+    return load_config(agent_env, progress_interval_s=0.1, kill_grace_s=2.0)
 
 
 @pytest.fixture
@@ -225,16 +231,16 @@ def test_an_excluded_agent_declines_the_chunk(agent, events, publisher):
     assert not [e for e in events.for_chunk(8) if isinstance(e, ChunkStarted)]
 
 
-def start_agent_process(farm_env, name: str) -> subprocess.Popen:
-    env = {**farm_env, "CORRAL_KILL_GRACE": "2"}
+def start_agent_process(agent_env, name: str) -> subprocess.Popen:
+    env = {**agent_env, "CORRAL_KILL_GRACE": "2"}
     return subprocess.Popen([sys.executable, "-m", "agent", "--name", name, "--pool", "default"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 @pytest.fixture
-def agent_process(farm_env, events):
+def agent_process(agent_env, events):
     name = f"proc-{uuid.uuid4().hex[:6]}"
-    proc = start_agent_process(farm_env, name)
+    proc = start_agent_process(agent_env, name)
     events.wait(lambda e: isinstance(e, AgentHello) and e.agent == name, what="the process's hello")
     yield name, proc
     if proc.poll() is None:
@@ -322,3 +328,65 @@ def test_ffmpeg_encode_with_a_missing_frame_fails_with_the_reason(agent, events,
     publisher.chunk(assign(14, "ffmpeg_encode", params, parser="ffmpeg", frames=[[1, 2]]), "default", 50)
     done = events.wait(is_finished(14))
     assert (done.outcome, done.reason) == ("failed", f"missing input frame 1: {tmp_path}/f_001.png")
+
+
+def raw(message) -> bytes:
+    return message.body if isinstance(message.body, bytes) else message.body.encode()
+
+
+def test_with_a_farm_secret_the_agent_waits_for_its_welcome_and_then_signs_everything(farm_env):
+    from kombu import Consumer
+
+    from common import signing
+    from common.messages import ControlWelcome, decode
+
+    config = load_config(farm_env)
+    bus = Bus(config)
+    received = []
+    with bus.connection() as conn:
+        channel = conn.channel()
+        bus.declare_core(channel)
+        queue = bus.topology.dispatcher_queue()
+        beats = bus.topology.heartbeat_queue()
+        with Consumer(channel, [queue, beats], on_message=received.append):
+            node = Agent(config, f"signed-{uuid.uuid4().hex[:6]}", ["default"])
+            node.start(timeout=20)
+            try:
+                deadline = time.monotonic() + 10
+                while not received and time.monotonic() < deadline:
+                    try:
+                        conn.drain_events(timeout=0.2)
+                    except TimeoutError:
+                        pass
+                hello_raw = received[0]
+                hello = decode(hello_raw.body)
+                assert hello.kind == "agent.hello"
+                assert signing.verify(signing.hello_key(config.agent_secret), raw(hello_raw),
+                                      hello_raw.headers[signing.SIG_HEADER])
+                time.sleep(1.5)  # unwelcomed: no heartbeat may go out
+                for _ in range(5):
+                    try:
+                        conn.drain_events(timeout=0.2)
+                    except TimeoutError:
+                        pass
+                assert [decode(m.body).kind for m in received] in (["agent.hello"], ["agent.hello"] * 2)
+                key = signing.new_key()
+                welcome = ControlWelcome(agent=node.name, boot_id=hello.boot_id, nonce="n1",
+                                         wrapped_key=signing.wrap(config.agent_secret, node.name,
+                                                                  hello.boot_id, "n1", key))
+                publisher = bus.publisher()
+                publisher.control(welcome, node.name)
+                publisher.close()
+                deadline = time.monotonic() + 10
+                beat = None
+                while beat is None and time.monotonic() < deadline:
+                    try:
+                        conn.drain_events(timeout=0.2)
+                    except TimeoutError:
+                        pass
+                    beat = next((m for m in received if decode(m.body).kind == "agent.heartbeat"), None)
+                assert beat is not None, "no heartbeat after the welcome"
+                assert beat.headers[signing.AGENT_HEADER] == node.name
+                assert signing.verify(key, raw(beat), beat.headers[signing.SIG_HEADER])
+            finally:
+                node.kill(timeout=15)

@@ -280,3 +280,30 @@ def test_an_agent_failing_three_chunks_of_a_task_is_blocklisted_until_cleared(fa
     farm.apply(m.TaskBlocklistClear(task_id=tid))
     again = farm.release()
     assert again and all("bad" not in a.exclude_agents for a in again)
+
+
+def test_a_batch_of_heartbeats_keeps_the_newest_reading_and_the_last_slow_readings(farm):
+    farm.hello("a1")
+    first = m.AgentHeartbeat(agent="a1", sent_at=1.0, update_frequent={"worker_cpu_percent": 10.0},
+                             update_less_frequent={"worker_num_cpus": 2})
+    second = m.AgentHeartbeat(agent="a1", sent_at=2.0, update_frequent={"worker_cpu_percent": 20.0})
+    stranger = m.AgentHeartbeat(agent="new", sent_at=2.0, update_frequent={"worker_cpu_percent": 1.0})
+    with database_proxy.atomic():
+        workers.on_heartbeats(farm.ctx, [first])
+    farm.now += 1
+    with database_proxy.atomic():
+        workers.on_heartbeats(farm.ctx, [second, stranger])
+    a1 = Worker.get(name="a1")
+    assert a1.update_frequent == {"worker_cpu_percent": 20.0}
+    assert a1.update_less_frequent == {"worker_num_cpus": 2}  # an empty one keeps the stored
+    assert a1.last_heartbeat == farm.now
+    assert Worker.get(name="new").connection == "online"
+
+
+def test_a_heartbeat_naming_a_dead_lease_gets_its_agent_an_abort(farm):
+    farm.hello("a1")
+    with database_proxy.atomic():
+        workers.on_heartbeats(farm.ctx, [m.AgentHeartbeat(agent="a1", sent_at=1.0, lease_id="gone")])
+    for message, agent in farm.ctx.outbox:
+        farm.pub.control(message, agent)
+    assert [(c.kind, c.lease_id, a) for c, a in farm.pub.controls] == [("control.abort", "gone", "a1")]
