@@ -25,15 +25,16 @@ from typing import Any
 from kombu import Connection, Consumer
 
 from agent import machine
-from agent.errors import AgentStartError, ChunkRefused
+from agent.errors import AgentStartError, ChunkRefused, PreflightFailed
 from agent.halts import HaltSet
 from agent.heartbeat import Heartbeat
 from agent.parsers import Progress
 from agent.registry import Registry, default_registry
 from agent.runner import ChunkRun, Result
+from common import storage
 from common.bus import CONNECTION_ERRORS, CONTENT_TYPE, Bus, decode_or_dead_letter
 from common.config import Config
-from common.errors import BrokerUnavailable
+from common.errors import BrokerUnavailable, ValidationError
 from common.frames import expand
 from common.messages import (
     AgentGoodbye,
@@ -363,9 +364,17 @@ class Agent:
         chunk_log.info("chunk released -> running (%s, frames %s)", assign.command, assign.frames)
         held.thread.start()
 
+    def _check_paths(self, assign: ChunkAssign) -> None:
+        """Every path a chunk names must resolve inside this farm's storage roots, here too."""
+        try:
+            storage.check_params(assign.params, self.config.resolved_storage_roots)
+        except ValidationError as exc:
+            raise PreflightFailed(f"refused: {exc}") from None
+
     def _execute(self, held: Held, chunk_log: ChunkLog) -> None:
         assign = held.assign
         try:
+            self._check_paths(assign)
             command = self.registry.executors[assign.command](assign, self.config)
             result = held.run.run(command)
         except ChunkRefused as exc:

@@ -69,7 +69,7 @@ class DocsPage:
 
 # ---------------------------------------------------------------- rendering
 
-_STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
+_STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}
 h2{border-bottom:1px solid #ccc;margin-top:2.5rem}code,pre{font:13px ui-monospace,monospace}
 pre{background:#f5f5f5;padding:.6rem;overflow-x:auto}.op{margin:1.5rem 0;padding:.2rem 1rem;
 border-left:4px solid #789}.m{font-weight:bold;text-transform:uppercase;margin-right:.5rem}

@@ -8,9 +8,9 @@ agents, and a forged report must not make the gateway read anything else.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import logging
 import subprocess
 
 import falcon

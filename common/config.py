@@ -97,7 +97,8 @@ class Config:
         if self.max_body_bytes < 1024:
             raise ConfigError("CORRAL_MAX_BODY_BYTES must be at least 1024")
         if self.auth_failure_rate_per_s <= 0 or self.auth_failure_burst < 1:
-            raise ConfigError("CORRAL_AUTH_FAILURE_RATE must be positive and CORRAL_AUTH_FAILURE_BURST at least 1")
+            raise ConfigError("CORRAL_AUTH_FAILURE_RATE must be positive and "
+                              "CORRAL_AUTH_FAILURE_BURST at least 1")
         for root in self.storage_roots:
             if not os.path.isabs(root):
                 raise ConfigError(f"CORRAL_STORAGE_ROOTS: {root!r} is not an absolute path")

@@ -13,9 +13,9 @@ client verbs read it from there.
 from __future__ import annotations
 
 import json
-import secrets
 import logging
 import os
+import secrets
 import signal
 import socket
 import threading

@@ -133,6 +133,7 @@ def farm_env(broker_url, namespace, sqlite_url, tmp_path):
         "CORRAL_AGENT_TIMEOUT": "3",
         "CORRAL_TICK_INTERVAL": "0.2",
         "CORRAL_AGENT_SECRET": f"test-agent-secret-{namespace}",
+        "CORRAL_STORAGE_ROOTS": str(tmp_path),
         "PYTHONUNBUFFERED": "1",
     })
     yield env

@@ -390,3 +390,11 @@ def test_with_a_farm_secret_the_agent_waits_for_its_welcome_and_then_signs_every
                 assert signing.verify(key, raw(beat), beat.headers[signing.SIG_HEADER])
             finally:
                 node.kill(timeout=15)
+
+
+def test_the_agent_refuses_a_chunk_whose_paths_leave_the_storage_roots(agent, publisher, events, tmp_path):
+    outside = "/etc/corral-never.blend"
+    publisher.chunk(assign(77, "blender_render", {"filepath": outside, "output_path": str(tmp_path / "o_#"),
+                                                   "format": "PNG"}, parser="blender_render"), "default", 50)
+    finished = events.wait(is_finished(77))
+    assert finished.outcome == "failed" and "refused" in finished.reason and "storage root" in finished.reason

@@ -101,9 +101,11 @@ def test_sigterm_lets_the_running_chunk_finish_and_the_agent_keeps_its_worker_id
     task = farm.submit("sleep", sleep_settings(1, 3, 3, 0.7))
     wait_for(lambda: running_on(farm, task["id"]), timeout=20, what="the chunk to start")
     assert farm.stop("agent-t1", signal.SIGTERM, timeout=20) == 0
-    done = farm.get(f"/tasks/{task['id']}")
-    assert done["status"] == "completed" and done["frames_done"] == 3
-    assert farm.get("/workers")["t1"]["connection"] == "offline"
+    # The agent finished the chunk before exiting; the dispatcher applies its reports just after.
+    done = farm.wait_task(task["id"], timeout=10)
+    assert done["frames_done"] == 3
+    wait_for(lambda: farm.get("/workers")["t1"]["connection"] == "offline", timeout=10,
+             what="the goodbye applied")
     farm.agent("t1")
     farm.wait_online(["t1"])
     assert farm.get("/workers")["t1"]["id"] == worker_id

@@ -1,4 +1,4 @@
-"""Schemathesis against the live gateway (gunicorn, RabbitMQ, a dispatcher): no 5xx, no answer off the document.
+"""Schemathesis against the live gateway (gunicorn, RabbitMQ, a dispatcher): no 5xx, nothing off the document.
 
 Every operation of the OpenAPI document gets valid and invalid requests
 generated from the document served at /openapi.json, with a fixed seed

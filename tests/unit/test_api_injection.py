@@ -107,7 +107,8 @@ def test_every_hostile_setting_is_refused_by_name_or_inert(world):
         assert result.status_code in (202, 400), (ttype, key, value, result.text)
         if result.status_code == 400:
             refused += 1
-            assert result.json["error"]["field"].startswith(f"settings.{key}"), (ttype, key, value, result.text)
+            field = result.json["error"]["field"]
+            assert field.startswith(f"settings.{key}"), (ttype, key, value, result.text)
             continue
         accepted += 1
         run_like_the_agent(result.json, config, recorder)

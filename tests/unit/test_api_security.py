@@ -135,11 +135,13 @@ def test_a_submit_token_submits_and_reads_but_cannot_operate(farm):
     make_client, tokens, _ = farm
     client = make_client()
     submit = bearer(tokens["submit"])
-    made = client.simulate_post("/tasks", json={"type": "noop", "settings": {"frames": "1-2"}}, headers=submit)
+    noop = {"type": "noop", "settings": {"frames": "1-2"}}
+    made = client.simulate_post("/tasks", json=noop, headers=submit)
     assert made.status_code == 202
     assert client.simulate_get(f"/tasks/{made.json['id']}", headers=submit).status_code == 200
     assert client.simulate_delete(f"/tasks/{made.json['id']}", headers=submit).status_code == 403
-    assert client.simulate_delete(f"/tasks/{made.json['id']}", headers=bearer(tokens["operate"])).status_code == 202
+    operate = bearer(tokens["operate"])
+    assert client.simulate_delete(f"/tasks/{made.json['id']}", headers=operate).status_code == 202
 
 
 # ---------------------------------------------------------------- tokens over REST
@@ -232,7 +234,8 @@ def test_a_body_over_the_configured_size_gets_413_before_it_is_read(farm):
     make_client, _, _ = farm
     client = make_client()
     big = json.dumps({"type": "noop", "settings": {"frames": "1"}, "task_id": "x" * 5000})
-    for path, method in (("/tasks", "POST"), ("/tasks/1", "PATCH"), ("/workers", "POST"), ("/tokens", "POST")):
+    for path, method in (("/tasks", "POST"), ("/tasks/1", "PATCH"), ("/workers", "POST"),
+                         ("/tokens", "POST")):
         result = client.simulate_request(method, path, body=big, headers={
             **bearer(ADMIN), "Content-Type": "application/json"})
         assert_error(result, 413, "too_large")
@@ -246,7 +249,8 @@ def test_a_body_over_the_configured_size_gets_413_before_it_is_read(farm):
     (b'{"type": "nope", "settings": {"frames": "1"}}', "application/json", "type"),
     (b'{"type": "noop", "parser": "ffmpeg", "settings": {"frames": "1"}}', "application/json", "parser"),
     (b'{"type": "noop", "settings": {"frames": "1"}, "priority": "9"}', "application/json", "priority"),
-    (b'type=noop&settings=%7B%22frames%22%3A%221%22%7D&priority=high', "application/x-www-form-urlencoded", "priority"),
+    (b'type=noop&settings=%7B%22frames%22%3A%221%22%7D&priority=high', "application/x-www-form-urlencoded",
+     "priority"),
     (b'type=noop&type=sleep&settings=%7B%7D', "application/x-www-form-urlencoded", "type"),
     (b'type=noop&settings=%7Bnot+json', "application/x-www-form-urlencoded", "settings"),
 ])
@@ -301,7 +305,8 @@ def test_paths_outside_the_storage_roots_are_refused_at_submit(farm, roots, tmp_
     outside = tmp_path / "outside"
     outside.mkdir()
     (roots / "link").symlink_to(outside, target_is_directory=True)
-    result = make_client().simulate_post("/tasks", json=blender(**make_settings(roots)), headers=bearer(ADMIN))
+    body = blender(**make_settings(roots))
+    result = make_client().simulate_post("/tasks", json=body, headers=bearer(ADMIN))
     assert_error(result, 400, "invalid")
     assert result.json["error"]["field"] == field
     assert str(outside) not in result.text
@@ -313,8 +318,8 @@ def test_paths_inside_the_storage_roots_are_accepted_including_blend_relative_ou
     make_client, _, _ = farm
     client = make_client()
     for output in (f"{roots}/renders/f_####", "//renders/f_####"):
-        result = client.simulate_post("/tasks", json=blender(filepath=f"{roots}/shots/a.blend", output_path=output),
-                                      headers=bearer(ADMIN))
+        body = blender(filepath=f"{roots}/shots/a.blend", output_path=output)
+        result = client.simulate_post("/tasks", json=body, headers=bearer(ADMIN))
         assert result.status_code == 202, result.text
 
 

@@ -171,3 +171,17 @@ def test_corral_up_makes_no_token_file_when_the_admin_token_is_in_the_environmen
     assert ensure_admin_token(config) is None
     assert not (tmp_path / "admin.token").exists()
     database_proxy.close()
+
+
+def test_the_cli_sends_corral_token_or_else_the_token_file_of_the_data_directory(tmp_path, monkeypatch):
+    from corral.client import find_token
+
+    monkeypatch.delenv("CORRAL_TOKEN", raising=False)
+    monkeypatch.delenv("CORRAL_DATA_DIR", raising=False)
+    assert find_token(str(tmp_path)) is None
+    (tmp_path / "admin.token").write_text("corral_from_file\n")
+    assert find_token(str(tmp_path)) == "corral_from_file"
+    monkeypatch.setenv("CORRAL_DATA_DIR", str(tmp_path))
+    assert find_token(None) == "corral_from_file"
+    monkeypatch.setenv("CORRAL_TOKEN", "corral_from_env")
+    assert find_token(str(tmp_path)) == "corral_from_env"

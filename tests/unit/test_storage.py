@@ -32,7 +32,8 @@ def refused(path, roots, **kw):
 
 def test_a_path_inside_a_root_is_returned_resolved(farm):
     root, _ = farm
-    assert inside_roots(f"{root}/shots/./010.blend", [str(root)]) == os.path.realpath(root / "shots/010.blend")
+    expected = os.path.realpath(root / "shots/010.blend")
+    assert inside_roots(f"{root}/shots/./010.blend", [str(root)]) == expected
     assert inside_roots(str(root), [str(root)]) == os.path.realpath(root)
 
 
@@ -118,7 +119,8 @@ def test_chunk_params_are_checked_with_output_and_video_paths(farm):
 def test_blender_settings_are_checked_against_the_roots_but_sleep_has_no_paths(farm):
     root, _ = farm
     blender = jobtypes.TASK_TYPES["blender_render"]
-    ok = blender.validate({"frames": "1", "filepath": str(root / "shots/010.blend"), "output_path": "//o/f_#"})
+    blend = str(root / "shots/010.blend")
+    ok = blender.validate({"frames": "1", "filepath": blend, "output_path": "//o/f_#"})
     jobtypes.check_paths(blender, ok.settings, (str(root),))
     bad = blender.validate({"frames": "1", "filepath": "/etc/passwd", "output_path": "//o/f_#"})
     with pytest.raises(ValidationError, match="settings.filepath"):
