@@ -9,18 +9,9 @@ from common import topology
 from common.db import open_database
 from common.models import Chunk, Task, database_proxy
 from tests.conftest import wait_for
-from tests.integration.farmproc import Farm, poll_until, sleep_settings
+from tests.integration.farmproc import poll_until, sleep_settings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def farm(farm_env, tmp_path):
-    logdir = tmp_path / "logs"
-    logdir.mkdir()
-    farm = Farm(farm_env, logdir)
-    yield farm
-    farm.close()
 
 
 @pytest.fixture

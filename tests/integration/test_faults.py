@@ -14,19 +14,10 @@ from kombu import Connection, Queue
 from common.db import open_database
 from common.models import Attempt, Chunk, Task, Worker, database_proxy
 from tests.conftest import wait_for
-from tests.integration.farmproc import CORRAL, Farm, poll_until, sleep_settings
+from tests.integration.farmproc import CORRAL, poll_until, sleep_settings
 from tests.integration.test_farm import chunk_rows
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def farm(farm_env, tmp_path):
-    logdir = tmp_path / "logs"
-    logdir.mkdir()
-    farm = Farm(farm_env, logdir)
-    yield farm
-    farm.close()
 
 
 def started_farm(farm, *agents):

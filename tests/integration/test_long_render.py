@@ -16,7 +16,7 @@ import pytest
 from kombu import Connection, Queue
 
 from tests.conftest import wait_for
-from tests.integration.farmproc import Farm, sleep_settings
+from tests.integration.farmproc import sleep_settings
 from tests.integration.test_farm import chunk_rows
 
 pytestmark = pytest.mark.integration
@@ -59,24 +59,18 @@ def held_delivery_is_cut_off(broker_url: str, queue_name: str, hold_s: float) ->
 
 
 def test_a_chunk_longer_than_the_consumer_timeout_completes_in_one_attempt(
-        short_consumer_timeout, farm_env, tmp_path, broker_url, namespace):
+        short_consumer_timeout, farm, broker_url, namespace):
     assert held_delivery_is_cut_off(broker_url, f"{namespace}.held", hold_s=6)
-    logdir = tmp_path / "logs"
-    logdir.mkdir()
-    farm = Farm(farm_env, logdir)
-    try:
-        farm.gateway()
-        farm.dispatcher()
-        farm.agent("long1")
-        farm.wait_online(["long1"])
-        task = farm.submit("sleep", sleep_settings(1, 4, 4, 2.0))  # 8 s: four times the timeout
-        done = farm.wait_task(task["id"], timeout=60)
-        assert done["frames_done"] == 4
-        (row,) = chunk_rows(farm.env, task["id"])
-        assert row["attempts"] == 1 and row["failures"] == 0
-        assert row["finished_at"] - row["started_at"] >= 4 * TIMEOUT_MS / 1000
-        assert "connection lost" not in (logdir / "agent-long1.log").read_text()
-        wait_for(lambda: farm.get("/workers")["long1"]["connection"] == "online", timeout=5,
-                 what="the agent still online")
-    finally:
-        farm.close()
+    farm.gateway()
+    farm.dispatcher()
+    farm.agent("long1")
+    farm.wait_online(["long1"])
+    task = farm.submit("sleep", sleep_settings(1, 4, 4, 2.0))  # 8 s: four times the timeout
+    done = farm.wait_task(task["id"], timeout=60)
+    assert done["frames_done"] == 4
+    (row,) = chunk_rows(farm.env, task["id"])
+    assert row["attempts"] == 1 and row["failures"] == 0
+    assert row["finished_at"] - row["started_at"] >= 4 * TIMEOUT_MS / 1000
+    assert "connection lost" not in (farm.logdir / "agent-long1.log").read_text()
+    wait_for(lambda: farm.get("/workers")["long1"]["connection"] == "online", timeout=5,
+             what="the agent still online")

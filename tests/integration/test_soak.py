@@ -19,32 +19,26 @@ CHUNKS = 200
 AGENTS = ("s1", "s2", "s3", "s4")
 
 
-def test_two_hundred_chunks_complete_exactly_once_through_repeated_kills(farm_env, tmp_path, broker_url):
-    logdir = tmp_path / "logs"
-    logdir.mkdir()
-    farm = Farm(farm_env, logdir)
-    try:
-        farm.gateway()
-        farm.dispatcher()
-        for name in AGENTS:
-            farm.agent(name)
-        farm.wait_online(list(AGENTS))
-        task = farm.submit("sleep", sleep_settings(1, CHUNKS, 1, 0.15))
-        chaos(farm, task["id"], broker_url)
-        done = farm.wait_task(task["id"], timeout=180)
-        open_database(farm.env["CORRAL_DATABASE_URL"])
-        with database_proxy.connection_context():
-            chunks = list(Chunk.select().where(Chunk.task == task["id"]))
-            assert len(chunks) == CHUNKS
-            assert {c.status for c in chunks} == {"completed"}
-            frames = sorted(f for c in chunks for f in c.frames_done)
-            assert frames == list(range(1, CHUNKS + 1))  # every frame exactly once
-            assert Task.get_by_id(task["id"]).frames_done == CHUNKS
-        assert done["frame_current"] == CHUNKS
-        for name, proc in farm.procs.items():  # only the killed processes may have died
-            assert proc.poll() is None, f"{name} died:\n{farm.logs()}"
-    finally:
-        farm.close()
+def test_two_hundred_chunks_complete_exactly_once_through_repeated_kills(farm, broker_url):
+    farm.gateway()
+    farm.dispatcher()
+    for name in AGENTS:
+        farm.agent(name)
+    farm.wait_online(list(AGENTS))
+    task = farm.submit("sleep", sleep_settings(1, CHUNKS, 1, 0.15))
+    chaos(farm, task["id"], broker_url)
+    done = farm.wait_task(task["id"], timeout=180)
+    open_database(farm.env["CORRAL_DATABASE_URL"])
+    with database_proxy.connection_context():
+        chunks = list(Chunk.select().where(Chunk.task == task["id"]))
+        assert len(chunks) == CHUNKS
+        assert {c.status for c in chunks} == {"completed"}
+        frames = sorted(f for c in chunks for f in c.frames_done)
+        assert frames == list(range(1, CHUNKS + 1))  # every frame exactly once
+        assert Task.get_by_id(task["id"]).frames_done == CHUNKS
+    assert done["frame_current"] == CHUNKS
+    for name, proc in farm.procs.items():  # only the killed processes may have died
+        assert proc.poll() is None, f"{name} died:\n{farm.logs()}"
 
 
 def chaos(farm: Farm, task_id: int, broker_url: str, period_s: float = 2.5, limit_s: float = 120) -> None:

@@ -7,32 +7,15 @@ import pytest
 from falcon import testing
 
 from api_gateway.app import create_app
-from common.config import load_config
 from common.db import open_and_migrate
-from common.errors import BrokerUnavailable
 from common.messages import WorkerUpdate
 from common.models import Worker, database_proxy
+from tests.unit.gateway_support import AUTH, CONFIG, NOW, RecordingPublisher
 
-# The gateway is closed by default: these tests act as the admin (docs/security.md).
-ADMIN = "test-admin-token-0123456789"
-AUTH = {"Authorization": f"Bearer {ADMIN}"}
-CONFIG = load_config({}, admin_token=ADMIN, storage_roots=("/",))
-
-
-NOW = 1_700_000_000.0
 DOCUMENT_FIELDS = {"activity", "connection", "current_task", "hostname", "id", "ip_address", "log",
                    "port", "status", "system", "time_cost"}
 
 
-class RecordingPublisher:
-    def __init__(self) -> None:
-        self.sent: list = []
-        self.down = False
-
-    def event(self, message) -> None:
-        if self.down:
-            raise BrokerUnavailable("the test broker is down")
-        self.sent.append(message)
 
 
 @pytest.fixture

@@ -1,0 +1,24 @@
+"""What the in-process gateway tests share: an admin token, the config, a recording publisher."""
+from __future__ import annotations
+
+from common.config import load_config
+from common.errors import BrokerUnavailable
+
+# The gateway is closed by default: these tests act as the admin (docs/security.md).
+ADMIN = "test-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+CONFIG = load_config({}, admin_token=ADMIN, storage_roots=("/",))
+NOW = 1_700_000_000.0
+
+
+class RecordingPublisher:
+    """Keeps every published message; raises BrokerUnavailable while ``down``."""
+
+    def __init__(self) -> None:
+        self.sent: list = []
+        self.down = False
+
+    def event(self, message) -> None:
+        if self.down:
+            raise BrokerUnavailable("the test broker is down")
+        self.sent.append(message)
