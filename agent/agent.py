@@ -54,10 +54,12 @@ from common.signing import Signer
 log = logging.getLogger(__name__)
 
 AMQP_HEARTBEAT_S = 30
-BUSY_DRAIN_S = 0.05
+BUSY_DRAIN_S = 0.01
 IDLE_DRAIN_S = 0.5
 MAX_RECONNECT_DELAY_S = 30.0
 HELLO_RETRY_S = 5.0
+# Commands that run inside the agent and finish at once (no child process).
+INLINE_COMMANDS = frozenset({"noop"})
 
 
 class ChunkLog(logging.LoggerAdapter):
@@ -358,10 +360,14 @@ class Agent:
         parser = self.registry.parsers[assign.parser](expand(assign.frames))
         held = Held(assign, ChunkRun(parser, self.config, functools.partial(self._progress, assign),
                                      chunk_log, stall_timeout_s=assign.stall_timeout_s))
-        held.thread = threading.Thread(target=self._execute, args=(held, chunk_log),
-                                       name=f"chunk-{assign.chunk_id}", daemon=True)
         self.held = held
         chunk_log.info("chunk released -> running (%s, frames %s)", assign.command, assign.frames)
+        if assign.command in INLINE_COMMANDS:
+            # Nothing to wait for: run it here, so the next chunk is taken at once.
+            self._execute(held, chunk_log)
+            return
+        held.thread = threading.Thread(target=self._execute, args=(held, chunk_log),
+                                       name=f"chunk-{assign.chunk_id}", daemon=True)
         held.thread.start()
 
     def _check_paths(self, assign: ChunkAssign) -> None:

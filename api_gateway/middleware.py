@@ -1,4 +1,4 @@
-"""Request middleware: the body size limit, and one database connection per request."""
+"""Request middleware: the body size limit, and the database connection of each serving thread."""
 from __future__ import annotations
 
 from typing import Any
@@ -23,8 +23,11 @@ class BodyLimit:
 
 
 class DatabaseConnection:
-    """Opens the database connection before a responder runs and closes it after.
+    """Makes sure the serving thread has a database connection before a responder runs.
 
+    The connection stays open for the thread's next request (opening one costs a
+    round of pragmas on SQLite, a handshake on PostgreSQL); after a failed request
+    it is closed, so a connection broken by a database restart is not reused.
     Resources with ``opens_database = False`` manage their own connection.
     """
 
@@ -35,5 +38,5 @@ class DatabaseConnection:
 
     def process_response(self, req: falcon.Request, resp: falcon.Response,
                          resource: Any, req_succeeded: bool) -> None:
-        if database_proxy.obj is not None and not database_proxy.is_closed():
+        if not req_succeeded and database_proxy.obj is not None and not database_proxy.is_closed():
             database_proxy.close()

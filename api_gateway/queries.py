@@ -105,8 +105,14 @@ def chunks_of(task_id: int) -> list[dict[str, Any]]:
     return [chunk_body(chunk, chunk.worker_name, history[chunk.id]) for chunk in chunks]
 
 
+SUMMARY_COLUMNS = (Worker.id, Worker.name, Worker.activity, Worker.connection, Worker.current_task,
+                   Worker.hostname, Worker.ip_address, Worker.port, Worker.status, Worker.system,
+                   Worker.pools, Worker.commands, Worker.versions, Worker.last_heartbeat)
+
+
 def all_workers() -> list[Worker]:
-    return list(Worker.select().order_by(Worker.name))
+    """Every worker with the list's columns only: the readings stay undecoded in the database."""
+    return list(Worker.select(*SUMMARY_COLUMNS).order_by(Worker.name))
 
 
 def get_worker(worker_id: int) -> Worker:

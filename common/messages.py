@@ -12,6 +12,7 @@ prose form of this module.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -276,10 +277,16 @@ def decode(body: bytes | str | dict[str, Any]) -> Message:
     return _build(cls, data)
 
 
+@functools.cache
+def _schema(cls: type[Message]) -> tuple[dict[str, Any], tuple[dataclasses.Field, ...]]:
+    """The resolved field types and fields of a message class (resolving hints is slow)."""
+    return typing.get_type_hints(cls), dataclasses.fields(cls)
+
+
 def _build(cls: type[Message], data: dict[str, Any]) -> Message:
-    hints = typing.get_type_hints(cls)
+    hints, fields = _schema(cls)
     values = {}
-    for field in dataclasses.fields(cls):
+    for field in fields:
         if field.name in data:
             value = data[field.name]
             if not _matches(value, hints[field.name]):

@@ -111,6 +111,7 @@ class Task(BaseModel):
 
     class Meta:
         table_name = "tasks"
+        indexes = ((("status", "id"), False),)  # GET /tasks?status=... newest first
 
 
 class Chunk(BaseModel):
@@ -139,7 +140,11 @@ class Chunk(BaseModel):
 
     class Meta:
         table_name = "chunks"
-        indexes = ((("task", "index"), True), (("status", "priority"), False))
+        indexes = (
+            (("task", "index"), True),
+            (("task", "status", "command"), False),  # "does this task have pending X chunks?"
+            (("status", "command", "priority", "task", "index"), False),  # release order
+        )
 
 
 class Attempt(BaseModel):

@@ -25,6 +25,8 @@ class Context:
     outbox: list[tuple[messages.Message, str | None]] = dataclasses.field(default_factory=list)
     # Set when capacity may have appeared: new chunks, an idle agent, a resume.
     release_wanted: bool = True
+    # Task id -> the commands its chunks use (fixed once compiled), for releasing.
+    task_commands: dict[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     # Keys issued to agents in this transaction, for the verifier once it commits.
     issued_keys: dict[str, bytes] = dataclasses.field(default_factory=dict)
 

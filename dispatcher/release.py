@@ -40,23 +40,53 @@ SKIP_ALLOWANCE = 20
 
 def release(ctx: Context, publisher: Publisher) -> int:
     """Publish as many pending chunks as the queues have room for; return how many."""
-    online = list(Worker.select().where(Worker.connection == ONLINE))
+    online = online_workers()
     workers = [w for w in online if w.status == ENABLED]
     disabled = sorted(w.name for w in online if w.status == DISABLED)
     released = dict(
         ((pool, command), n) for pool, command, n in
         Chunk.select(Task.pool, Chunk.command, fn.COUNT(Chunk.id)).join(Task)
         .where(Chunk.status == RELEASED).group_by(Task.pool, Chunk.command).tuples())
-    groups = (Chunk.select(Task.pool, Chunk.command).join(Task)
-              .where(Chunk.status == PENDING, Task.status.in_(ACTIVE)).distinct().tuples())
     total = 0
-    for pool, command in list(groups):
+    for pool, command in pending_groups(ctx):
         eligible = [w for w in workers if pool in w.pools and command in w.commands]
         idle = sum(1 for w in eligible if w.current_lease is None)
         room = idle + ctx.config.release_ahead - released.get((pool, command), 0)
         if eligible and room > 0:
             total += _release_group(ctx, publisher, pool, command, room, eligible, disabled)
     return total
+
+
+def online_workers() -> list[Worker]:
+    """Online workers with just the columns scheduling needs (no readings to decode)."""
+    return list(Worker.select(Worker.id, Worker.name, Worker.status, Worker.pools, Worker.commands,
+                              Worker.current_lease).where(Worker.connection == ONLINE))
+
+
+def pending_by_task(ctx: Context) -> list[tuple[int, str, str]]:
+    """(task id, pool, command) for every active task that has pending chunks of that command.
+
+    Asked per active task and command with an indexed EXISTS, so the cost does
+    not grow with the number of pending chunks (a 100,000-frame task).
+    """
+    found = []
+    active = Task.select(Task.id, Task.pool).where(Task.status.in_(ACTIVE), Task.compiled).tuples()
+    for task_id, pool in active:
+        commands = ctx.task_commands.get(task_id)
+        if commands is None:
+            commands = tuple(c for (c,) in Chunk.select(Chunk.command).where(Chunk.task == task_id)
+                             .distinct().tuples())
+            ctx.task_commands[task_id] = commands
+        for command in commands:
+            if Chunk.select().where(Chunk.task == task_id, Chunk.status == PENDING,
+                                    Chunk.command == command).exists():
+                found.append((task_id, pool, command))
+    return found
+
+
+def pending_groups(ctx: Context) -> list[tuple[str, str]]:
+    """The (pool, command) queues that have pending chunks of an active task."""
+    return sorted({(pool, command) for _, pool, command in pending_by_task(ctx)})
 
 
 def _release_group(ctx: Context, publisher: Publisher, pool: str, command: str, room: int,
@@ -121,13 +151,11 @@ def _release_one(ctx: Context, publisher: Publisher, chunk: Chunk, pool: str, ex
     return True
 
 
-def waiting_reasons() -> dict[int, str]:
+def waiting_reasons(ctx: Context) -> dict[int, str]:
     """For each active task with pending chunks that no agent may take now: why."""
-    workers = list(Worker.select().where(Worker.connection == ONLINE, Worker.status == ENABLED))
+    workers = [w for w in online_workers() if w.status == ENABLED]
     reasons: dict[int, str] = {}
-    rows = (Chunk.select(Task.id, Task.pool, Chunk.command).join(Task)
-            .where(Chunk.status == PENDING, Task.status.in_(ACTIVE)).distinct().tuples())
-    for task_id, pool, command in rows:
+    for task_id, pool, command in pending_by_task(ctx):
         eligible = {w.name for w in workers if pool in w.pools and command in w.commands}
         if not eligible:
             reasons[task_id] = (f"waiting: no online, enabled agent in pool {pool!r} "

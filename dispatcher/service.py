@@ -33,6 +33,7 @@ SWEEP_INTERVAL_S = 2.0
 HEARTBEAT_BATCH = 1000
 HEARTBEAT_FLUSH_S = 0.25
 FIRST_RECONNECT_DELAY_S, MAX_RECONNECT_DELAY_S = 0.5, 10.0
+DRAIN_BURST = 200  # deliveries taken per burst before the periodic work runs
 
 HANDLERS: dict[type[messages.Message], Callable[[Context, Any], None]] = {
     messages.TaskSubmitted: tasks.on_submitted,
@@ -123,9 +124,18 @@ class Dispatcher:
                 while not self._stopping.is_set():
                     try:
                         conn.drain_events(timeout=self.config.tick_interval_s)
+                        self._drain_ready(conn)
                     except TimeoutError:
                         conn.heartbeat_check()
                     self._after_deliveries()
+
+    def _drain_ready(self, conn: Any) -> None:
+        """Take whatever else has already arrived, so periodic work runs once per burst."""
+        for _ in range(DRAIN_BURST):
+            try:
+                conn.drain_events(timeout=0.001)
+            except TimeoutError:
+                return
 
     def _on_message(self, message: Any) -> None:
         queue = message.delivery_info.get("routing_key", "")
@@ -219,17 +229,21 @@ class Dispatcher:
         try:
             database_proxy.connect(reuse_if_open=True)
             if due:
-                self._next_tick = now + self.config.tick_interval_s
                 with database_proxy.atomic():
                     workers.check_lost(self.ctx)
                 if now >= self._next_sweep:
-                    self._next_sweep = now + SWEEP_INTERVAL_S
+                    # The safety net: release even if no event asked for it.
+                    self.ctx.release_wanted = True
                     with database_proxy.atomic():
                         tasks.sweep_uncompiled(self.ctx)
                         tasks.update_waiting_reasons(self.ctx)
+                    self._next_sweep = time.monotonic() + SWEEP_INTERVAL_S
+                # Measured from the end of the work, so a slow tick cannot run back to back.
+                self._next_tick = time.monotonic() + self.config.tick_interval_s
             self._flush_outbox()
-            self.ctx.release_wanted = False
-            release.release(self.ctx, self.publisher)
+            if self.ctx.release_wanted:
+                self.ctx.release_wanted = False
+                release.release(self.ctx, self.publisher)
         except DB_ERRORS as exc:
             log.warning("database error in periodic work (%s); retrying", exc)
             database_proxy.close()

