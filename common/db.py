@@ -11,8 +11,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from peewee import Database, OperationalError, PostgresqlDatabase, SqliteDatabase
-from playhouse.db_url import connect as connect_url
+from peewee import Database, InterfaceError, OperationalError, PostgresqlDatabase, SqliteDatabase
+from playhouse.db_url import parse as parse_url
+from playhouse.shortcuts import ReconnectMixin
 
 from common import models
 from common.errors import ConfigError
@@ -27,6 +28,17 @@ SQLITE_PRAGMAS = {
 }
 
 
+class ReconnectingPostgresqlDatabase(ReconnectMixin, PostgresqlDatabase):
+    """Reconnects once when a query outside a transaction finds the server restarted."""
+
+    reconnect_errors = (
+        (OperationalError, "server closed the connection"),
+        (OperationalError, "terminating connection"),
+        (OperationalError, "connection to server"),
+        (InterfaceError, "connection already closed"),
+    )
+
+
 def open_database(url: str) -> Database:
     """Connect the models to the database at ``url`` and return it."""
     if url.startswith("sqlite:///"):
@@ -35,9 +47,8 @@ def open_database(url: str) -> Database:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         db: Database = SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
     elif url.startswith(("postgresql://", "postgres://")):
-        db = connect_url(url.replace("postgres://", "postgresql://", 1))
-        if not isinstance(db, PostgresqlDatabase):  # pragma: no cover
-            raise ConfigError(f"{url!r} did not open a PostgreSQL database")
+        parsed = parse_url(url.replace("postgres://", "postgresql://", 1))
+        db = ReconnectingPostgresqlDatabase(**parsed)
     else:
         raise ConfigError(f"unsupported database URL {url!r}")
     models.database_proxy.initialize(db)

@@ -144,7 +144,7 @@ def test_a_poison_message_is_dead_lettered_with_its_reason_and_the_dispatcher_go
     assert farm.procs["dispatcher"].poll() is None
 
 
-def test_the_same_flow_runs_on_postgresql(farm, pg_database):
+def test_the_same_flow_runs_on_postgresql(pg_database, farm):
     farm.env["CORRAL_DATABASE_URL"] = pg_database
     farm.gateway()
     farm.dispatcher()

@@ -177,7 +177,7 @@ def test_a_broker_restart_mid_task_loses_no_chunk_and_the_gateway_answers_503_me
     assert "reconnect" in (farm.logdir / "dispatcher.log").read_text()
 
 
-def test_a_postgresql_restart_mid_task_is_retried_without_dropping_events(farm, pg_database):
+def test_a_postgresql_restart_mid_task_is_retried_without_dropping_events(pg_database, farm):
     farm.env["CORRAL_DATABASE_URL"] = pg_database
     started_farm(farm, "p1", "p2")
     task = farm.submit("sleep", sleep_settings(1, 8, 1, 0.4))
