@@ -11,6 +11,7 @@ from typing import Any
 
 from peewee import JOIN, IntegrityError, fn
 
+from api_gateway.cache import Memo
 from api_gateway.errors import Conflict
 from api_gateway.inputs import NewTask, TaskQuery, WorkerRegistration
 from api_gateway.serialize import attempt_body, chunk_body
@@ -40,8 +41,13 @@ def list_tasks(query: TaskQuery) -> list[Task]:
     return list(select)
 
 
+_counts = Memo(ttl_s=1.0)
+
+
 def count_tasks(query: TaskQuery) -> int:
-    return _filtered(query).count()
+    """How many tasks match the filter; up to a second old (paging totals need no more)."""
+    key = (id(database_proxy.obj), query.statuses, query.type)
+    return _counts.get(key, lambda: _filtered(query).count())
 
 
 def insert_task(new: NewTask, now: float) -> tuple[Task, bool]:

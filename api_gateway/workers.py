@@ -7,6 +7,7 @@ from collections.abc import Callable
 import falcon
 
 from api_gateway import queries
+from api_gateway.cache import Memo
 from api_gateway.events import EventSender
 from api_gateway.inputs import parse_worker_patch, parse_worker_registration
 from api_gateway.media import read_body
@@ -14,6 +15,7 @@ from api_gateway.serialize import worker_detail, worker_summary
 from common.messages import WorkerUpdate
 
 log = logging.getLogger(__name__)
+LISTING_TTL_S = 1.0  # GET /workers may be this old; heartbeats are seconds apart anyway
 
 
 class WorkerCollection:
@@ -21,9 +23,11 @@ class WorkerCollection:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
+        self.listing = Memo(LISTING_TTL_S)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {worker.name: worker_summary(worker) for worker in queries.all_workers()}
+        resp.media = self.listing.get("all", lambda: {
+            worker.name: worker_summary(worker) for worker in queries.all_workers()})
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         registration = parse_worker_registration(read_body(req))

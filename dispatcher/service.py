@@ -30,7 +30,8 @@ log = logging.getLogger("dispatcher")
 DB_ERRORS = (OperationalError, InterfaceError)
 SWEEP_INTERVAL_S = 2.0
 # Heartbeats are applied in batches: at most this many, at most this late.
-HEARTBEAT_BATCH = 1000
+HEARTBEAT_BATCH = 500
+PREFETCH = 2000  # must exceed HEARTBEAT_BATCH, or batches wait for their flush timer
 HEARTBEAT_FLUSH_S = 0.25
 FIRST_RECONNECT_DELAY_S, MAX_RECONNECT_DELAY_S = 0.5, 10.0
 DRAIN_BURST = 200  # deliveries taken per burst before the periodic work runs
@@ -112,7 +113,7 @@ class Dispatcher:
             conn.ensure_connection(max_retries=1)
             channel = conn.channel()
             self.bus.declare_core(channel)
-            channel.basic_qos(0, 200, False)
+            channel.basic_qos(0, PREFETCH, False)
             queues = [topo.dispatcher_queue(), topo.heartbeat_queue()]
             # Unacknowledged heartbeats of a lost connection come back by redelivery.
             self._beats.clear()

@@ -16,7 +16,9 @@ from common.models import (
     PAUSED,
     PENDING,
     QUEUED,
+    RELEASED,
     RENDERING,
+    RUNNING,
     TASK_FINAL,
     Attempt,
     Blocklist,
@@ -29,6 +31,8 @@ from dispatcher.context import Context
 from dispatcher.release import waiting_reasons
 
 log = logging.getLogger("dispatcher.tasks")
+# Every chunk status but completed, listed so the (task, status) index can answer.
+NOT_COMPLETED = (BLOCKED, PENDING, RELEASED, RUNNING, FAILED, CANCELED)
 
 
 def on_submitted(ctx: Context, msg: messages.TaskSubmitted) -> None:
@@ -135,15 +139,16 @@ def set_status(task: Task, status: str) -> None:
 
 def after_chunk_completed(ctx: Context, task: Task, chunk: Chunk) -> None:
     """Unblock chunks that waited for this one; complete the task when all are done."""
-    blocked = Chunk.select().where(Chunk.task == task.id, Chunk.status == BLOCKED)
-    done = {c.index for c in Chunk.select(Chunk.index).where(
-        Chunk.task == task.id, Chunk.status == COMPLETED)}
-    for waiting in blocked:
-        if set(waiting.depends_on) <= done:
-            Chunk.update(status=PENDING).where(Chunk.id == waiting.id).execute()
-            log.info("task %s: chunk %s unblocked", task.id, waiting.index)
-            ctx.wake_release()
-    remaining = Chunk.select().where(Chunk.task == task.id, Chunk.status != COMPLETED).exists()
+    blocked = list(Chunk.select().where(Chunk.task == task.id, Chunk.status == BLOCKED))
+    if blocked:
+        done = {c.index for c in Chunk.select(Chunk.index).where(
+            Chunk.task == task.id, Chunk.status == COMPLETED)}
+        for waiting in blocked:
+            if set(waiting.depends_on) <= done:
+                Chunk.update(status=PENDING).where(Chunk.id == waiting.id).execute()
+                log.info("task %s: chunk %s unblocked", task.id, waiting.index)
+                ctx.wake_release()
+    remaining = Chunk.select().where(Chunk.task == task.id, Chunk.status.in_(NOT_COMPLETED)).exists()
     if not remaining:
         Task.update(status=COMPLETED, finished_at=ctx.clock()).where(Task.id == task.id).execute()
         log.info("task %s: %s -> completed", task.id, task.status)
