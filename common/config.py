@@ -29,7 +29,7 @@ class Config:
     agent_timeout_s: float = 30.0
     # How many chunks the dispatcher keeps released (published, not yet started)
     # beyond one per eligible idle agent, per chunk queue.
-    release_ahead: int = 1
+    release_ahead: int = 4
     tick_interval_s: float = 0.5
     default_max_retries: int = 3
     default_priority: int = 50
