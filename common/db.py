@@ -69,7 +69,9 @@ MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial]
 def migrate(db: Database) -> int:
     """Apply every migration not yet applied; return the schema version."""
     db.create_tables([models.SchemaVersion], safe=True)
-    with db.atomic():
+    # SQLite: take the write lock up front, so a second migrator waits (busy timeout)
+    # instead of failing with "database is locked" when it tries to upgrade its lock.
+    with db.atomic("IMMEDIATE") if isinstance(db, SqliteDatabase) else db.atomic():
         if isinstance(db, PostgresqlDatabase):
             # One migrator at a time across processes.
             db.execute_sql("SELECT pg_advisory_xact_lock(4242)")
