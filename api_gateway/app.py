@@ -53,7 +53,7 @@ def create_app(config: Config, publisher: EventPublisher,
     app.add_route(f"/tasks/{{task_id:{ID}}}/chunks", TaskChunks())
     app.add_route(f"/tasks/{{task_id:{ID}}}/blocklist", TaskBlocklist(events))
     app.add_route(f"/tasks/{{task_id:{ID}}}/preview", TaskPreview(config))
-    app.add_route("/workers", WorkerCollection(clock))
+    app.add_route("/workers", WorkerCollection(clock, config.api_cache_s))
     app.add_route(f"/workers/{{worker_id:{ID}}}", WorkerItem(events))
     app.add_route("/tokens", TokenCollection(clock))
     app.add_route(f"/tokens/{{token_id:{ID}}}", TokenItem(clock))

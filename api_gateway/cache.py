@@ -26,6 +26,8 @@ class Memo:
         self._refreshing: set[Hashable] = set()
 
     def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        if self.ttl_s <= 0:
+            return compute()  # memo turned off (CORRAL_API_CACHE=0)
         now = self.clock()
         with self._lock:
             entry = self._entries.get(key)

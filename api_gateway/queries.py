@@ -44,8 +44,10 @@ def list_tasks(query: TaskQuery) -> list[Task]:
 _counts = Memo(ttl_s=1.0)
 
 
-def count_tasks(query: TaskQuery) -> int:
-    """How many tasks match the filter; up to a second old (paging totals need no more)."""
+def count_tasks(query: TaskQuery, cache_s: float = 1.0) -> int:
+    """How many tasks match the filter; up to ``cache_s`` old (paging totals need no more)."""
+    if cache_s <= 0:
+        return _filtered(query).count()
     key = (id(database_proxy.obj), query.statuses, query.type)
     return _counts.get(key, lambda: _filtered(query).count())
 

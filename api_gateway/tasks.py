@@ -41,7 +41,7 @@ class TaskCollection:
         query = parse_task_query(req)
         resp.media = {
             "tasks": [task_body(task) for task in queries.list_tasks(query)],
-            "total": queries.count_tasks(query),
+            "total": queries.count_tasks(query, self.config.api_cache_s),
             "limit": query.limit,
             "offset": query.offset,
         }

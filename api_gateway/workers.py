@@ -17,15 +17,14 @@ from common.messages import WorkerUpdate
 from common.models import database_proxy
 
 log = logging.getLogger(__name__)
-LISTING_TTL_S = 1.0  # GET /workers may be this old; heartbeats are seconds apart anyway
 
 
 class WorkerCollection:
     """``/workers``: every worker keyed by name; registration of a new identity."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], cache_s: float = 1.0) -> None:
         self.clock = clock
-        self.listing = Memo(LISTING_TTL_S)
+        self.listing = Memo(cache_s)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         # The encoded body is what is memoised: encoding 1,000 workers costs as much as reading them.

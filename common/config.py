@@ -53,6 +53,8 @@ class Config:
     # The farm's agent secret (docs/security.md): agents sign their hello with it and
     # receive a per-agent key. Empty: agents are not authenticated (warned at start).
     agent_secret: str = dataclasses.field(default="", repr=False)
+    # How old GET /workers and task totals may be (seconds, per gateway process); 0: always fresh.
+    api_cache_s: float = 1.0
 
     @property
     def embedded_broker(self) -> bool:
@@ -119,6 +121,7 @@ _ENV = {
     "CORRAL_BLENDER_ALLOW_PYTHON": ("blender_allow_python", bool),
     "CORRAL_KILL_GRACE": ("kill_grace_s", float),
     "CORRAL_AGENT_SECRET": ("agent_secret", str),
+    "CORRAL_API_CACHE": ("api_cache_s", float),
     "CORRAL_STORAGE_ROOTS": ("storage_roots", tuple),
     "CORRAL_ADMIN_TOKEN": ("admin_token", str),
     "CORRAL_MAX_BODY_BYTES": ("max_body_bytes", int),

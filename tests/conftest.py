@@ -134,6 +134,8 @@ def farm_env(broker_url, namespace, sqlite_url, tmp_path):
         "CORRAL_TICK_INTERVAL": "0.2",
         "CORRAL_AGENT_SECRET": f"test-agent-secret-{namespace}",
         "CORRAL_STORAGE_ROOTS": str(tmp_path),
+        # Tests read state right after changing it; the one-second read memo has its own tests.
+        "CORRAL_API_CACHE": "0",
         "PYTHONUNBUFFERED": "1",
     })
     yield env

@@ -46,7 +46,7 @@ def render_farm(broker_url, tmp_path_factory):
         "CORRAL_BROKER_URL": broker_url, "CORRAL_NAMESPACE": namespace,
         "CORRAL_DATABASE_URL": f"sqlite:///{root / 'corral.db'}", "CORRAL_DATA_DIR": str(root / "var"),
         "CORRAL_HEARTBEAT_INTERVAL": "0.5", "CORRAL_AGENT_TIMEOUT": "5", "CORRAL_TICK_INTERVAL": "0.2",
-        "CORRAL_AGENT_SECRET": f"render-secret-{namespace}",
+        "CORRAL_AGENT_SECRET": f"render-secret-{namespace}", "CORRAL_API_CACHE": "0",
         "PYTHONUNBUFFERED": "1",
     })
     logdir = root / "logs"
