@@ -25,6 +25,9 @@ class Context:
     outbox: list[tuple[messages.Message, str | None]] = dataclasses.field(default_factory=list)
     # Set when capacity may have appeared: new chunks, an idle agent, a resume.
     release_wanted: bool = True
+    # No agent is judged lost before this time: after the dispatcher (re)connects, heartbeats
+    # that queued up while it was away have not been applied yet.
+    grace_until: float = 0.0
     # Task id -> the commands its chunks use (fixed once compiled), for releasing.
     task_commands: dict[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     # Keys issued to agents in this transaction, for the verifier once it commits.

@@ -120,6 +120,7 @@ class Dispatcher:
             with Consumer(channel, queues=queues, on_message=self._on_message):
                 log.info("dispatcher consuming from %s (namespace %s)",
                          ", ".join(q.name for q in queues), topo.namespace)
+                self.ctx.grace_until = self.ctx.clock() + self.config.agent_timeout_s
                 self.ready.set()
                 self._delay_s = FIRST_RECONNECT_DELAY_S
                 while not self._stopping.is_set():

@@ -138,6 +138,8 @@ def on_update(ctx: Context, msg: messages.WorkerUpdate) -> None:
 
 def check_lost(ctx: Context) -> int:
     """Mark workers silent for longer than the agent timeout offline; requeue their chunks."""
+    if ctx.clock() < ctx.grace_until:
+        return 0
     cutoff = ctx.clock() - ctx.config.agent_timeout_s
     silent = list(Worker.select().where(Worker.connection == ONLINE, Worker.last_heartbeat < cutoff))
     for worker in silent:

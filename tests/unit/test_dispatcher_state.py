@@ -307,3 +307,14 @@ def test_a_heartbeat_naming_a_dead_lease_gets_its_agent_an_abort(farm):
     for message, agent in farm.ctx.outbox:
         farm.pub.control(message, agent)
     assert [(c.kind, c.lease_id, a) for c, a in farm.pub.controls] == [("control.abort", "gone", "a1")]
+
+
+def test_no_agent_is_judged_lost_during_the_grace_after_the_dispatcher_connects(farm):
+    farm.hello("a1")
+    farm.now += 60  # the dispatcher was away; a1's queued heartbeats are not applied yet
+    farm.ctx.grace_until = farm.now + 10
+    with database_proxy.atomic():
+        assert workers.check_lost(farm.ctx) == 0
+    farm.now += 11
+    with database_proxy.atomic():
+        assert workers.check_lost(farm.ctx) == 1
