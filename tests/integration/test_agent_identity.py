@@ -29,7 +29,7 @@ def test_forged_and_replayed_agent_messages_are_refused(farm, broker_url):
     farm.agent("honest")
     farm.wait_online(["honest"])
     ns, secret = farm.env["CORRAL_NAMESPACE"], farm.env["CORRAL_AGENT_SECRET"]
-    task = farm.submit("sleep", sleep_settings(1, 2, 2, 3.0))
+    task = farm.submit("sleep", sleep_settings(1, 2, 2, 6.0))  # long enough to outlast the forgeries
     wait_for(lambda: chunk_rows(farm.env, task["id"])[0]["status"] == "running", timeout=20,
              what="the chunk to run")
     row = chunk_rows(farm.env, task["id"])[0]
@@ -64,5 +64,5 @@ def test_forged_and_replayed_agent_messages_are_refused(farm, broker_url):
     assert any("not fresh" in r for r in reasons)
     assert chunk_rows(farm.env, task["id"])[0]["status"] == "running"  # the forgery changed nothing
     assert "intruder" not in farm.get("/workers")
-    done = farm.wait_task(task["id"], timeout=30)  # the honest agent's own report still counts
+    done = farm.wait_task(task["id"], timeout=45)  # the honest agent's own report still counts
     assert done["frames_done"] == 2
