@@ -1,7 +1,12 @@
 """What the in-process gateway tests share: an admin token, the config, a recording publisher."""
 from __future__ import annotations
 
+import pytest
+from falcon import testing
+
+from api_gateway.app import create_app
 from common.config import load_config
+from common.db import open_and_migrate
 from common.errors import BrokerUnavailable
 
 # The gateway is closed by default: these tests act as the admin (docs/security.md).
@@ -22,3 +27,16 @@ class RecordingPublisher:
         if self.down:
             raise BrokerUnavailable("the test broker is down")
         self.sent.append(message)
+
+
+@pytest.fixture
+def publisher():
+    return RecordingPublisher()
+
+
+@pytest.fixture
+def client(tmp_path, publisher):
+    """The real gateway app on a fresh SQLite database, acting as the admin."""
+    db = open_and_migrate(f"sqlite:///{tmp_path}/c.db")
+    yield testing.TestClient(create_app(CONFIG, publisher, clock=lambda: NOW), headers=AUTH)
+    db.close()

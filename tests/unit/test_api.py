@@ -14,23 +14,9 @@ from common.config import load_config
 from common.db import open_and_migrate
 from common.messages import TaskCancel, TaskSubmitted, TaskUpdate
 from common.models import Attempt, Chunk, Task, Worker, database_proxy
-from tests.unit.gateway_support import AUTH, CONFIG, NOW, RecordingPublisher
+from tests.unit.gateway_support import AUTH, CONFIG, NOW
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-
-
-@pytest.fixture
-def publisher():
-    return RecordingPublisher()
-
-
-@pytest.fixture
-def client(tmp_path, publisher):
-    db = open_and_migrate(f"sqlite:///{tmp_path}/c.db")
-    yield testing.TestClient(create_app(CONFIG, publisher, clock=lambda: NOW), headers=AUTH)
-    db.close()
 
 
 @pytest.fixture

@@ -10,24 +10,10 @@ from api_gateway.app import create_app
 from common.db import open_and_migrate
 from common.messages import WorkerUpdate
 from common.models import Worker, database_proxy
-from tests.unit.gateway_support import AUTH, CONFIG, NOW, RecordingPublisher
+from tests.unit.gateway_support import AUTH, CONFIG, NOW
 
 DOCUMENT_FIELDS = {"activity", "connection", "current_task", "hostname", "id", "ip_address", "log",
                    "port", "status", "system", "time_cost"}
-
-
-
-
-@pytest.fixture
-def publisher():
-    return RecordingPublisher()
-
-
-@pytest.fixture
-def client(tmp_path, publisher):
-    db = open_and_migrate(f"sqlite:///{tmp_path}/c.db")
-    yield testing.TestClient(create_app(CONFIG, publisher, clock=lambda: NOW), headers=AUTH)
-    db.close()
 
 
 def add_worker(**fields) -> Worker:
