@@ -36,7 +36,8 @@ def test_real_render_output_yields_every_saved_frame_and_file(tmp_path, engine):
 
 
 def test_real_output_for_a_missing_file_keeps_blenders_error_and_saves_nothing(tmp_path):
-    lines = captured("--disable-autoexec", str(tmp_path / "nope.blend"), "-o", str(tmp_path / "f_#"), "-f", "1")
+    missing = tmp_path / "nope.blend"
+    lines = captured("--disable-autoexec", str(missing), "-o", str(tmp_path / "f_#"), "-f", "1")
     parser = parse([1], lines)
     assert parser.progress.frames_done == []
     assert "Cannot read file" in parser.progress.error, lines
