@@ -30,8 +30,10 @@ def test_forged_and_replayed_agent_messages_are_refused(farm, broker_url):
     farm.wait_online(["honest"])
     ns, secret = farm.env["CORRAL_NAMESPACE"], farm.env["CORRAL_AGENT_SECRET"]
     task = farm.submit("sleep", sleep_settings(1, 2, 2, 6.0))  # long enough to outlast the forgeries
-    wait_for(lambda: chunk_rows(farm.env, task["id"])[0]["status"] == "running", timeout=20,
-             what="the chunk to run")
+    def running():  # the chunk exists once the dispatcher has compiled the task
+        rows = chunk_rows(farm.env, task["id"])
+        return bool(rows) and rows[0]["status"] == "running"
+    wait_for(running, timeout=20, what="the chunk to run")
     row = chunk_rows(farm.env, task["id"])[0]
     forged_finish = messages.ChunkFinished(agent="honest", chunk_id=row["id"], lease_id=row["lease_id"],
                                            outcome="completed", finished_at=time.time(),
