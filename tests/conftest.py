@@ -9,15 +9,12 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-
-from common.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_BROKER = "amqp://guest:guest@localhost:5672//"
@@ -41,7 +38,8 @@ def _docker_answers() -> bool:
         return False
 
 
-def _missing(what: str) -> None:
+def missing(what: str) -> None:
+    """Skip on a laptop without ``what``; fail under CI=true, where nothing may be skipped silently."""
     if IN_CI:
         pytest.fail(f"{what} is not reachable and CI=true: failing instead of skipping")
     pytest.skip(f"{what} is not reachable")
@@ -52,7 +50,7 @@ def broker_url():
     url = os.environ.get("CORRAL_TEST_BROKER_URL")
     if url:
         if not _answers(url):
-            _missing(f"broker {url}")
+            missing(f"broker {url}")
         yield url
         return
     if not _answers(LOCAL_BROKER) and _docker_answers():
@@ -63,7 +61,7 @@ def broker_url():
             yield f"amqp://guest:guest@{host}:{port}//"
         return
     if not _answers(LOCAL_BROKER):
-        _missing("RabbitMQ on localhost:5672")
+        missing("RabbitMQ on localhost:5672")
     yield LOCAL_BROKER
 
 
@@ -75,7 +73,7 @@ def postgres_url():
         with socket.create_connection((parsed.hostname or "localhost", parsed.port or 5432), timeout=2):
             pass
     except OSError:
-        _missing(f"PostgreSQL at {parsed.hostname}:{parsed.port}")
+        missing(f"PostgreSQL at {parsed.hostname}:{parsed.port}")
     return url
 
 
@@ -172,9 +170,6 @@ def delete_namespace_queues(broker_url: str, namespace: str) -> None:
         pass
 
 
-def config_for(env: dict[str, str]):
-    return load_config(env)
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -193,5 +188,3 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str 
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
-
-CORRAL = [sys.executable, "-m", "corral.cli"]

@@ -32,6 +32,7 @@ from common.messages import (
     ControlHalt,
     decode,
 )
+from tests.conftest import missing
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -188,12 +189,12 @@ def test_heartbeats_carry_the_lease_of_the_running_chunk(agent, bus, events, pub
 
 def test_blender_render_of_a_missing_file_fails_with_the_reason(agent, events, publisher, tmp_path):
     if "blender_render" not in agent.registry.commands:
-        pytest.skip("no Blender on this machine")
-    missing = str(tmp_path / "nope.blend")
-    params = {"filepath": missing, "output_path": str(tmp_path / "out" / "f_###"), "format": "PNG"}
+        missing("Blender")
+    nowhere = str(tmp_path / "nope.blend")
+    params = {"filepath": nowhere, "output_path": str(tmp_path / "out" / "f_###"), "format": "PNG"}
     publisher.chunk(assign(3, "blender_render", params), "default", 50)
     done = events.wait(is_finished(3))
-    assert (done.outcome, done.reason) == ("failed", f"blend file not found: {missing}")
+    assert (done.outcome, done.reason) == ("failed", f"blend file not found: {nowhere}")
     assert isinstance(events.for_chunk(3)[0], ChunkStarted)
 
 
@@ -291,7 +292,7 @@ bpy.ops.wm.save_as_mainfile(filepath=sys.argv[-1])
 @pytest.mark.blender
 def test_a_real_blender_render_of_two_frames_writes_the_pngs(agent, events, publisher, tmp_path):
     if "blender_render" not in agent.registry.commands:
-        pytest.skip("no Blender on this machine")
+        missing("Blender")
     blend = tmp_path / "tiny.blend"
     subprocess.run([agent.config.blender, "-b", "--factory-startup", "--python-expr", MAKE_SCENE,
                     "--", str(blend)], check=True, capture_output=True, timeout=60)
@@ -306,7 +307,7 @@ def test_a_real_blender_render_of_two_frames_writes_the_pngs(agent, events, publ
 
 def test_ffmpeg_encode_turns_rendered_frames_into_a_video(agent, events, publisher, tmp_path):
     if "ffmpeg_encode" not in agent.registry.commands:
-        pytest.skip("no ffmpeg on this machine")
+        missing("ffmpeg")
     # three odd-sized frames named like Blender's f_### output
     subprocess.run([agent.config.ffmpeg, "-v", "error", "-f", "lavfi", "-i", "color=c=red:s=63x47:d=1",
                     "-frames:v", "3", "-start_number", "1", str(tmp_path / "f_%03d.png")],
@@ -322,7 +323,7 @@ def test_ffmpeg_encode_turns_rendered_frames_into_a_video(agent, events, publish
 
 def test_ffmpeg_encode_with_a_missing_frame_fails_with_the_reason(agent, events, publisher, tmp_path):
     if "ffmpeg_encode" not in agent.registry.commands:
-        pytest.skip("no ffmpeg on this machine")
+        missing("ffmpeg")
     params = {"output_path": str(tmp_path / "f_###"), "format": "PNG", "frames": [[1, 2]], "fps": 24,
               "video_path": str(tmp_path / "out.mp4")}
     publisher.chunk(assign(14, "ffmpeg_encode", params, parser="ffmpeg", frames=[[1, 2]]), "default", 50)

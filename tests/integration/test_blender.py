@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.blender_scenes import blender_path, make_scene
-from tests.conftest import IN_CI, delete_namespace_queues, wait_for
+from tests.conftest import delete_namespace_queues, missing, wait_for
 from tests.integration.farmproc import Farm
 from tests.integration.test_farm import chunk_rows
 
@@ -22,9 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.blender]
 def ffprobe(path, entries="stream=width,height"):
     tool = shutil.which("ffprobe")
     if tool is None:
-        if IN_CI:
-            pytest.fail("ffprobe (ffmpeg) is not installed and CI=true")
-        pytest.skip("ffmpeg is not installed")
+        missing("ffprobe (ffmpeg)")
     out = subprocess.run([tool, "-v", "error", "-select_streams", "v:0", "-count_frames",
                           "-show_entries", entries, "-of", "json", str(path)],
                          capture_output=True, text=True, timeout=60)

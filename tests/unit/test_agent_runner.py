@@ -8,7 +8,6 @@ import threading
 import time
 
 import psutil
-import pytest
 
 from agent.executors import Command
 from agent.halts import HaltSet
@@ -16,6 +15,7 @@ from agent.parsers.sleep import SleepParser
 from agent.registry import default_registry
 from agent.runner import ChunkRun
 from common.config import Config
+from tests.conftest import missing
 
 CONFIG = Config(progress_interval_s=0.2, kill_grace_s=1.0, log_tail_lines=3)
 log = logging.getLogger("test")
@@ -154,8 +154,9 @@ def test_registry_leaves_out_commands_whose_tool_is_missing():
     assert registry.versions == {}
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/bin/blender"), reason="needs Blender")
 def test_registry_reads_the_blender_version():
+    if not os.path.exists("/usr/bin/blender"):
+        missing("Blender at /usr/bin/blender")
     registry = default_registry(Config(blender="/usr/bin/blender", ffmpeg="/nonexistent/ffmpeg"))
     assert "blender_render" in registry.commands
     assert registry.versions["blender"].count(".") == 2

@@ -12,6 +12,7 @@ from api_gateway.app import create_app
 from common.config import load_config
 from common.db import open_and_migrate
 from common.models import Chunk, Task
+from tests.conftest import missing
 
 # The gateway is closed by default: these tests act as the admin (docs/security.md).
 ADMIN = "test-admin-token-0123456789"
@@ -63,8 +64,9 @@ def test_an_unknown_task_has_no_preview(client):
     assert client.simulate_get("/tasks/999/preview").status_code == 404
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg to make an EXR")
 def test_an_exr_frame_is_converted_to_png(client, tmp_path):
+    if shutil.which("ffmpeg") is None:
+        missing("ffmpeg (to make an EXR)")
     exr = tmp_path / "f_0001.exr"
     subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=c=red:s=8x6", "-frames:v", "1",
                     "-pix_fmt", "gbrpf32le", str(exr)], check=True)
