@@ -32,7 +32,7 @@ from agent.parsers import Progress
 from agent.registry import Registry, default_registry
 from agent.runner import ChunkRun, Result
 from common import storage
-from common.bus import CONNECTION_ERRORS, CONTENT_TYPE, Bus, decode_or_dead_letter
+from common.bus import CONNECTION_ERRORS, CONTENT_TYPE, Bus, body_bytes, decode_or_dead_letter
 from common.config import Config
 from common.errors import BrokerUnavailable, ValidationError
 from common.frames import expand
@@ -321,7 +321,7 @@ class Agent:
             reason = f"{msg.kind} is not a chunk.assign"
             log.warning("dead-lettering a message from %s: %s", queue, reason)
             routing_key = message.delivery_info.get("routing_key", "")
-            self.publisher.dead_letter(_raw(message), reason, routing_key, queue)
+            self.publisher.dead_letter(body_bytes(message), reason, routing_key, queue)
             message.ack()
             return
         reason = self._decline_reason(msg)
@@ -425,7 +425,3 @@ class Agent:
                 log.warning("%s not sent yet (%s); retrying", message.kind, exc)
                 self._kill_requested.wait(1.0)
 
-
-def _raw(message: Any) -> bytes:
-    body = message.body
-    return body if isinstance(body, bytes) else str(body).encode()

@@ -195,14 +195,19 @@ class Publisher:
             self._reset()
 
 
+def body_bytes(message: Any) -> bytes:
+    """A received kombu message's body as the bytes that were published (some transports hand a str)."""
+    body = message.body
+    return body if isinstance(body, bytes) else str(body).encode()
+
+
 def decode_or_dead_letter(publisher: Publisher, message: Any, queue: str) -> messages.Message | None:
     """Decode a received kombu message; dead-letter it with its reason on failure.
 
     Returns None after acking a message that was dead-lettered, so the caller just
     moves on: no consumer ever dies of bad input.
     """
-    body = message.body
-    raw = body if isinstance(body, bytes) else str(body).encode()
+    raw = body_bytes(message)
     try:
         return messages.decode(raw)
     except MessageError as exc:

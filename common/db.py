@@ -7,7 +7,6 @@ order inside a transaction; ``schema_version`` records what has run.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -99,10 +98,3 @@ def open_and_migrate(url: str, attempts: int = 3) -> Database:
     if not db.is_closed():
         db.close()
     return db
-
-
-def data_dir(path: str) -> Path:
-    p = Path(path).resolve()
-    p.mkdir(parents=True, exist_ok=True)
-    os.chmod(p, 0o755)
-    return p

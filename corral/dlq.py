@@ -17,7 +17,7 @@ from typing import Any
 
 from kombu import Queue
 
-from common.bus import Bus
+from common.bus import Bus, body_bytes
 from common.config import Config, load_config
 from common.errors import ConfigError
 
@@ -53,8 +53,7 @@ def _summary(message: Any) -> dict[str, Any]:
 
 
 def _body_text(message: Any) -> str:
-    body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
-    return body.decode("utf-8", "replace")
+    return body_bytes(message).decode("utf-8", "replace")
 
 
 def _pick(letters: list[Any], ident: str | None, every: bool) -> list[Any]:
@@ -87,9 +86,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
         try:
             for message in chosen:
                 if args.action == "replay":
-                    body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
                     key = (message.headers or {}).get("x-corral-routing-key") or "unknown"
-                    publisher.publish_raw(body, bus.topology.events, key)
+                    publisher.publish_raw(body_bytes(message), bus.topology.events, key)
                 message.ack()
                 print(f"{args.action}ed {_summary(message)['id']}")
         finally:

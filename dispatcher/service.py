@@ -17,7 +17,7 @@ from kombu import Consumer
 from peewee import InterfaceError, OperationalError
 
 from common import messages
-from common.bus import CONNECTION_ERRORS, Bus, Publisher, decode_or_dead_letter
+from common.bus import CONNECTION_ERRORS, Bus, Publisher, body_bytes, decode_or_dead_letter
 from common.config import Config
 from common.db import open_and_migrate
 from common.errors import BrokerUnavailable
@@ -144,7 +144,7 @@ class Dispatcher:
         msg = decode_or_dead_letter(self.publisher, message, queue)
         if msg is None:
             return
-        body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+        body = body_bytes(message)
         refusal = self.verifier.refusal(msg, body, message.headers or {}, self.ctx.clock())
         if refusal is not None:
             log.warning("dead-lettering a %s: %s", msg.kind, refusal)
@@ -160,9 +160,8 @@ class Dispatcher:
             return
         handler = HANDLERS.get(type(msg))
         if handler is None:
-            self.publisher.dead_letter(message.body if isinstance(message.body, bytes)
-                                       else str(message.body).encode(),
-                                       f"the dispatcher does not handle {msg.kind}", queue, "dispatcher")
+            self.publisher.dead_letter(body, f"the dispatcher does not handle {msg.kind}", queue,
+                                       "dispatcher")
             message.ack()
             return
         if self._apply(handler, msg, message):
