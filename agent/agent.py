@@ -8,7 +8,9 @@ the shared, thread-safe ``Publisher``.
 Taking a chunk, in the order the dispatcher relies on: cancel the chunk
 consumers, publish ``ChunkStarted`` (confirmed), ack the delivery (the lease,
 kept alive by heartbeats, holds the chunk from then on), run it, publish
-``ChunkFinished``, consume again.
+``ChunkFinished``, consume again. A command that finishes at once (``noop``)
+runs in the consumer thread with the consumers left on: run, publish started
+and finished confirmed together, ack; the next delivery is already on its way.
 """
 from __future__ import annotations
 
@@ -77,6 +79,7 @@ class Held:
     run: ChunkRun
     thread: threading.Thread | None = None
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    log: Any = log
 
 
 class Agent:
@@ -331,11 +334,31 @@ class Agent:
             self.publisher.event(self._finished_message(msg, Result("declined", Progress(), reason=reason)))
             message.ack()
             return
+        started = ChunkStarted(agent=self.name, chunk_id=msg.chunk_id, lease_id=msg.lease_id,
+                               started_at=time.time())
+        if msg.command in INLINE_COMMANDS:
+            self._run_inline(msg, started, message)
+            return
+        # Hold no second delivery while this one runs (it may run for hours).
         self._set_consuming(False)
-        self.publisher.event(ChunkStarted(agent=self.name, chunk_id=msg.chunk_id,
-                                          lease_id=msg.lease_id, started_at=time.time()))
+        self.publisher.event(started)
         message.ack()
         self._launch(msg)
+
+    def _run_inline(self, assign: ChunkAssign, started: ChunkStarted, message: Any) -> None:
+        """A command that finishes at once: run it, report started and finished together, then ack.
+
+        Started is still confirmed before the ack (a crash before it redelivers the
+        chunk; running a no-op twice is harmless), but both reports cost one
+        confirm round trip, and the chunk consumers stay on, so the broker sends the
+        next chunk as soon as this delivery is acked.
+        """
+        held = self._hold(assign)
+        result = self._outcome(held)
+        self.publisher.events([started, self._finished_message(assign, result)])
+        message.ack()
+        held.done.set()
+        self.held = None
 
     def _decline_reason(self, assign: ChunkAssign) -> str:
         if self._stop_requested.is_set():
@@ -354,19 +377,19 @@ class Agent:
 
     # -- running a chunk ------------------------------------------------------------
 
-    def _launch(self, assign: ChunkAssign) -> None:
+    def _hold(self, assign: ChunkAssign) -> Held:
         chunk_log = ChunkLog(log, {"ids": f"task {assign.task_id} chunk {assign.chunk_id} "
                                           f"attempt {assign.attempt} agent {self.name}"})
         parser = self.registry.parsers[assign.parser](expand(assign.frames))
         held = Held(assign, ChunkRun(parser, self.config, functools.partial(self._progress, assign),
-                                     chunk_log, stall_timeout_s=assign.stall_timeout_s))
+                                     chunk_log, stall_timeout_s=assign.stall_timeout_s), log=chunk_log)
         self.held = held
         chunk_log.info("chunk released -> running (%s, frames %s)", assign.command, assign.frames)
-        if assign.command in INLINE_COMMANDS:
-            # Nothing to wait for: run it here, so the next chunk is taken at once.
-            self._execute(held, chunk_log)
-            return
-        held.thread = threading.Thread(target=self._execute, args=(held, chunk_log),
+        return held
+
+    def _launch(self, assign: ChunkAssign) -> None:
+        held = self._hold(assign)
+        held.thread = threading.Thread(target=self._execute, args=(held,),
                                        name=f"chunk-{assign.chunk_id}", daemon=True)
         held.thread.start()
 
@@ -377,8 +400,15 @@ class Agent:
         except ValidationError as exc:
             raise PreflightFailed(f"refused: {exc}") from None
 
-    def _execute(self, held: Held, chunk_log: ChunkLog) -> None:
-        assign = held.assign
+    def _execute(self, held: Held) -> None:
+        try:
+            self._publish(self._finished_message(held.assign, self._outcome(held)), keep_trying=True)
+        finally:
+            held.done.set()
+
+    def _outcome(self, held: Held) -> Result:
+        """Run the chunk's command to its end; how the attempt ended (never raises)."""
+        assign, chunk_log = held.assign, held.log
         try:
             self._check_paths(assign)
             command = self.registry.executors[assign.command](assign, self.config)
@@ -393,10 +423,7 @@ class Agent:
                             log_tail=f"corral-agent: agent error: {exc}")
         level = logging.INFO if result.outcome == "completed" else logging.WARNING
         chunk_log.log(level, "running -> %s %s", result.outcome, result.reason)
-        try:
-            self._publish(self._finished_message(assign, result), keep_trying=True)
-        finally:
-            held.done.set()
+        return result
 
     def _progress(self, assign: ChunkAssign, progress: Progress, log_tail: str) -> None:
         self._publish(ChunkProgress(

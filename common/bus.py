@@ -6,6 +6,7 @@ message that fails to decode into a dead letter that carries its reason.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -73,6 +74,59 @@ class Bus:
         return Publisher(self)
 
 
+@dataclasses.dataclass(frozen=True)
+class Outgoing:
+    """One message ready to publish: its wire body and where it goes."""
+
+    body: bytes
+    exchange: Any
+    routing_key: str
+    priority: int = 0
+    persistent: bool = True
+    declare: Any = None  # a queue to declare before the first publish to it
+    headers: dict[str, Any] | None = None
+
+    @property
+    def delivery_mode(self) -> int:
+        return 2 if self.persistent else 1
+
+
+def _confirms_on(channel: Any) -> bool:
+    """True if ``channel`` is a py-amqp channel publishing with confirms (not memory://)."""
+    connection = getattr(channel, "connection", None)
+    return bool(getattr(connection, "confirm_publish", False)) and hasattr(channel, "_basic_publish")
+
+
+# A confirm still missing this long after a later message of the same batch was confirmed is
+# taken as lost (RabbitMQ 3.10 was seen to confirm tag N+1 and never N): N is published again.
+CONFIRM_GAP_S = 0.05
+
+
+class _Confirms:
+    """The broker's confirms for one batch, by delivery tag (acks may be cumulative or out of order)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, Outgoing] = {}
+        self.highest = 0
+        self.refused: list[int] = []
+
+    def on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        self.highest = max(self.highest, delivery_tag)
+        if multiple:
+            for tag in [t for t in self.pending if t <= delivery_tag]:
+                del self.pending[tag]
+        else:
+            self.pending.pop(delivery_tag, None)
+
+    def on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        if multiple or delivery_tag in self.pending:
+            self.refused.append(delivery_tag)
+
+    def overtaken(self) -> list[int]:
+        """Tags still unconfirmed although a later one was confirmed."""
+        return sorted(t for t in self.pending if t < self.highest)
+
+
 class Publisher:
     """A thread-safe publisher over its own connection.
 
@@ -88,6 +142,7 @@ class Publisher:
         self._conn: Connection | None = None
         self._producer: Producer | None = None
         self._declared_queues: set[str] = set()
+        self._sequence = 0  # messages published on the current channel: the confirms' delivery tags
 
     def _ensure(self) -> Producer:
         if self._producer is None:
@@ -97,6 +152,7 @@ class Publisher:
             self.bus.declare_core(channel)
             self._conn, self._producer = conn, Producer(channel)
             self._declared_queues.clear()
+            self._sequence = 0
         return self._producer
 
     def _reset(self) -> None:
@@ -133,25 +189,29 @@ class Publisher:
         declare: Any = None,
         headers: dict[str, Any] | None = None,
     ) -> None:
+        self.publish_all([Outgoing(body, exchange, routing_key, priority, persistent, declare, headers)])
+
+    def prepare(self, message: messages.Message, exchange: Any, routing_key: str, priority: int = 0,
+                persistent: bool = True, declare: Any = None) -> Outgoing:
+        """A message encoded (and signed, on an agent) for ``publish_all``."""
+        body = messages.encode(message)
+        signer = self.bus.signer
+        headers = signer.headers(message.kind, body) if signer is not None else None
+        return Outgoing(body, exchange, routing_key, priority, persistent, declare, headers)
+
+    def publish_all(self, batch: list[Outgoing]) -> None:
+        """Publish ``batch`` in order; return once the broker confirmed every message of it.
+
+        The confirms are awaited together, so a batch costs one round trip to the
+        broker, not one per message. A failure retries the whole batch (at least
+        once: a message may then arrive twice, which every consumer tolerates).
+        """
         deadline = time.monotonic() + self.give_up_s
         delay = 0.1
         with self._lock:
             while True:
                 try:
-                    producer = self._ensure()
-                    if declare is not None and declare.name not in self._declared_queues:
-                        declare(producer.channel).declare()
-                        self._declared_queues.add(declare.name)
-                    producer.publish(
-                        body,
-                        exchange=exchange,
-                        routing_key=routing_key,
-                        priority=priority,
-                        delivery_mode=2 if persistent else 1,
-                        content_type=CONTENT_TYPE,
-                        content_encoding="utf-8",
-                        headers=headers or {},
-                    )
+                    self._publish_confirmed(self._ensure(), batch)
                     return
                 except CONNECTION_ERRORS as exc:
                     self._reset()
@@ -161,21 +221,73 @@ class Publisher:
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
 
+    def _publish_confirmed(self, producer: Producer, batch: list[Outgoing]) -> None:
+        channel = producer.channel
+        for item in batch:
+            if item.declare is not None and item.declare.name not in self._declared_queues:
+                item.declare(channel).declare()
+                self._declared_queues.add(item.declare.name)
+        if not _confirms_on(channel):
+            for item in batch:
+                producer.publish(item.body, exchange=item.exchange, routing_key=item.routing_key,
+                                 priority=item.priority, delivery_mode=item.delivery_mode,
+                                 content_type=CONTENT_TYPE, content_encoding="utf-8",
+                                 headers=item.headers or {})
+                self._sequence += 1
+            return
+        if not channel._confirm_selected:
+            channel._confirm_selected = True
+            channel.confirm_select()
+        confirms = _Confirms()
+        channel.events["basic_ack"].add(confirms.on_ack)
+        channel.events["basic_nack"].add(confirms.on_nack)
+        try:
+            for item in batch:
+                self._send(channel, item, confirms)
+            while confirms.pending and not confirms.refused:
+                try:
+                    channel.connection.drain_events(timeout=CONFIRM_GAP_S)
+                except TimeoutError:
+                    for tag in confirms.overtaken():
+                        log.debug("no confirm for message %d of a batch; publishing it again", tag)
+                        self._send(channel, confirms.pending.pop(tag), confirms)
+        finally:
+            channel.events["basic_ack"].discard(confirms.on_ack)
+            channel.events["basic_nack"].discard(confirms.on_nack)
+        if confirms.refused:
+            raise BrokerUnavailable(f"the broker refused message {confirms.refused[0]} (nack)")
+
+    def _send(self, channel: Any, item: Outgoing, confirms: _Confirms) -> None:
+        """Publish without waiting; the confirm for it is expected under the next delivery tag."""
+        message = channel.prepare_message(item.body, item.priority, CONTENT_TYPE, "utf-8",
+                                          item.headers or {}, {"delivery_mode": item.delivery_mode})
+        channel._basic_publish(message, exchange=getattr(item.exchange, "name", item.exchange),
+                               routing_key=item.routing_key)
+        self._sequence += 1
+        confirms.pending[self._sequence] = item
+
     # -- the message families ------------------------------------------------
 
     def event(self, message: messages.Message, persistent: bool = True) -> None:
         """Publish to the events exchange with the message kind as routing key."""
         self.publish(message, self.topology.events, message.kind, persistent=persistent)
 
+    def events(self, batch: list[messages.Message]) -> None:
+        """Several events, in order, confirmed together."""
+        self.publish_all([self.prepare(m, self.topology.events, m.kind) for m in batch])
+
     def chunk(self, message: messages.ChunkAssign, pool: str, task_priority: int) -> None:
-        queue = self.topology.chunk_queue(pool, message.command)
-        self.publish(
-            message,
-            self.topology.chunks,
-            queue.routing_key,
-            priority=broker_priority(task_priority),
-            declare=queue,
-        )
+        self.chunk_batch([(message, pool, task_priority)])
+
+    def chunk_batch(self, batch: list[tuple[messages.ChunkAssign, str, int]]) -> None:
+        """Chunk assignments to their (pool, command) queues, confirmed together."""
+        outgoing = []
+        for message, pool, task_priority in batch:
+            queue = self.topology.chunk_queue(pool, message.command)
+            outgoing.append(self.prepare(message, self.topology.chunks, queue.routing_key,
+                                         broker_priority(task_priority), declare=queue))
+        if outgoing:
+            self.publish_all(outgoing)
 
     def control(self, message: messages.Message, agent: str | None = None) -> None:
         """To one agent, or to all agents when ``agent`` is None."""

@@ -7,11 +7,14 @@ are cumulative, so applying one twice changes nothing either.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 
 from common import frames as framelib
 from common import messages
 from common.models import (
+    BLOCKED,
     CHUNK_FINAL,
     COMPLETED,
     FAILED,
@@ -19,25 +22,71 @@ from common.models import (
     RELEASED,
     RENDERING,
     RUNNING,
-    Attempt,
     Blocklist,
     Chunk,
     Task,
-    Worker,
 )
-from dispatcher import tasks
+from dispatcher import sql, tasks
 from dispatcher.context import Context
 from dispatcher.leases import free_worker, requeue
-from dispatcher.workers import worker_named
+from dispatcher.workers import worker_id
 
 log = logging.getLogger("dispatcher.chunks")
 MAX_FILES = 10_000
 ChunkReport = messages.ChunkStarted | messages.ChunkProgress | messages.ChunkFinished
+_dump = json.JSONEncoder(separators=(",", ":")).encode
+
+# The hot path (started, progress, completed) is hand-written SQL: a handful of
+# statements per event and no query building. Rare paths (failures, hand-backs)
+# load the peewee model and share the code in leases.py and tasks.py.
+_LIVE = ('SELECT id, task_id, "index", status, lease_id, worker_id, attempts, frames, frames_done, files, '
+         "log_tail FROM chunks WHERE id = ?")
+_START_CHUNK = "UPDATE chunks SET status = ?, worker_id = ?, started_at = ? WHERE id = ?"
+_START_ATTEMPT = ("INSERT INTO attempts (chunk_id, number, lease_id, worker_id, outcome, started_at, reason, "
+                  "log_tail) VALUES (?, ?, ?, ?, ?, ?, '', '') ON CONFLICT DO NOTHING")
+_TASK_RENDERING = "UPDATE tasks SET status = ? WHERE id = ? AND status = ?"
+_TASK_STARTED = ("UPDATE tasks SET worker_id = ?, waiting_reason = '', started_at = COALESCE(started_at, ?) "
+                 "WHERE id = ?")
+_WORKER_BUSY = ("UPDATE workers SET current_task = ?, current_chunk = ?, current_lease = ?, activity = ? "
+                "WHERE id = ?")
+_FRAMES = "UPDATE chunks SET frames_done = ?, files = ?, log_tail = ? WHERE id = ?"
+_COMPLETED = ("UPDATE chunks SET frames_done = ?, files = ?, log_tail = ?, status = ?, finished_at = ?, "
+              "lease_id = NULL WHERE id = ?")
+_TASK_FRAMES = ("UPDATE tasks SET frames_done = frames_done + ?, frame_current = CASE WHEN frame_current "
+                "IS NULL OR frame_current < ? THEN ? ELSE frame_current END WHERE id = ?")
+_ATTEMPT_ENDED = ("UPDATE attempts SET outcome = ?, finished_at = ?, exit_code = ?, reason = ?, log_tail = ? "
+                  "WHERE lease_id = ?")
+_HAS_BLOCKED = "SELECT 1 FROM chunks WHERE task_id = ? AND status = ? LIMIT 1"
+_OPEN = ", ".join("?" * len(tasks.NOT_COMPLETED))
+_TASK_DONE = ("UPDATE tasks SET status = ?, finished_at = ? WHERE id = ? AND NOT EXISTS "
+              f"(SELECT 1 FROM chunks WHERE task_id = ? AND status IN ({_OPEN}))")
 
 
-def current_chunk(ctx: Context, msg: ChunkReport) -> Chunk | None:
+@dataclasses.dataclass
+class LiveChunk:
+    """The columns of a chunk the hot path reads; JSON columns stay text until needed."""
+
+    id: int
+    task_id: int
+    index: int
+    status: str
+    lease_id: str | None
+    worker_id: int | None
+    attempts: int
+    frames: str
+    frames_done: str
+    files: str
+    log_tail: str
+
+    def model(self) -> Chunk:
+        """The full peewee row, for the rare paths."""
+        return Chunk.get_by_id(self.id)
+
+
+def current_chunk(ctx: Context, msg: ChunkReport) -> LiveChunk | None:
     """The chunk a report is about, if the report's lease is still the live one."""
-    chunk = Chunk.get_or_none(Chunk.id == msg.chunk_id)
+    row = sql.one(_LIVE, (msg.chunk_id,))
+    chunk = LiveChunk(*row) if row is not None else None
     if chunk is None or chunk.lease_id != msg.lease_id or chunk.status in CHUNK_FINAL:
         log.info("chunk %s: stale %s from %s (lease %s); telling it to stop",
                  msg.chunk_id, msg.kind, msg.agent, msg.lease_id)
@@ -52,35 +101,29 @@ def on_started(ctx: Context, msg: messages.ChunkStarted) -> None:
     chunk = current_chunk(ctx, msg)
     if chunk is None:
         return
-    worker = worker_named(ctx, msg.agent)
+    worker = worker_id(ctx, msg.agent)
     if chunk.status == RUNNING:
-        if chunk.worker_id != worker.id:
+        if chunk.worker_id != worker:
             # The same delivery reached a second agent (the first died before its ack).
             ctx.send(messages.ControlAbort(chunk_id=chunk.id, lease_id=msg.lease_id,
                                            reason="chunk already running elsewhere"), msg.agent)
         return
-    mark_running(ctx, chunk, worker)
+    mark_running(ctx, chunk, worker, msg.agent)
 
 
-def mark_running(ctx: Context, chunk: Chunk, worker: Worker) -> None:
+def mark_running(ctx: Context, chunk: LiveChunk, worker: int, agent: str) -> None:
     now = ctx.clock()
-    Chunk.update(status=RUNNING, worker=worker.id, started_at=now).where(Chunk.id == chunk.id).execute()
-    chunk.status, chunk.worker = RUNNING, worker
-    Attempt.insert(chunk=chunk.id, number=chunk.attempts, lease_id=chunk.lease_id, worker=worker.id,
-                   started_at=now, outcome=RUNNING).on_conflict_ignore().execute()
-    task = chunk.task
-    changes = {Task.worker: worker.id, Task.waiting_reason: ""}
-    if task.status == QUEUED:
-        changes[Task.status] = RENDERING
-        log.info("task %s: queued -> rendering", task.id)
-    if task.started_at is None:
-        changes[Task.started_at] = now
-    Task.update(changes).where(Task.id == task.id).execute()
-    activity = f"task {task.id} chunk {chunk.index} frames {framelib.format_ranges(chunk.frames)}"
-    Worker.update(current_task=task.id, current_chunk=chunk.id, current_lease=chunk.lease_id,
-                  activity=activity).where(Worker.id == worker.id).execute()
+    sql.execute(_START_CHUNK, (RUNNING, worker, now, chunk.id))
+    chunk.status, chunk.worker_id = RUNNING, worker
+    sql.execute(_START_ATTEMPT, (chunk.id, chunk.attempts, chunk.lease_id, worker, RUNNING, now))
+    if sql.changed(_TASK_RENDERING, (RENDERING, chunk.task_id, QUEUED)):
+        log.info("task %s: queued -> rendering", chunk.task_id)
+    sql.execute(_TASK_STARTED, (worker, now, chunk.task_id))
+    frames = framelib.format_ranges(json.loads(chunk.frames))
+    activity = f"task {chunk.task_id} chunk {chunk.index} frames {frames}"
+    sql.execute(_WORKER_BUSY, (chunk.task_id, chunk.id, chunk.lease_id, activity, worker))
     log.info("chunk %s (task %s #%s): released -> running on %s, attempt %s",
-             chunk.id, task.id, chunk.index, worker.name, chunk.attempts)
+             chunk.id, chunk.task_id, chunk.index, agent, chunk.attempts)
 
 
 def on_progress(ctx: Context, msg: messages.ChunkProgress) -> None:
@@ -88,47 +131,46 @@ def on_progress(ctx: Context, msg: messages.ChunkProgress) -> None:
     if chunk is None:
         return
     if chunk.status == RELEASED:
-        mark_running(ctx, chunk, worker_named(ctx, msg.agent))
-    record_frames(chunk, msg.frames_done, msg.files, msg.log_tail)
+        mark_running(ctx, chunk, worker_id(ctx, msg.agent), msg.agent)
+    done, files, added = _merge(chunk, msg.frames_done, msg.files)
+    sql.execute(_FRAMES, (done, files, msg.log_tail or chunk.log_tail, chunk.id))
+    _count_frames(chunk, added)
 
 
-def record_frames(chunk: Chunk, frames_done: list[int], files: list[str], log_tail: str) -> None:
-    """Merge reported frames into the chunk and move the task's counters by the difference."""
-    wanted = set(framelib.expand(chunk.frames))
-    old = set(chunk.frames_done)
-    new = old | (set(frames_done) & wanted)
-    merged_files = list(dict.fromkeys(chunk.files + files))[:MAX_FILES]
-    Chunk.update(frames_done=sorted(new), files=merged_files, log_tail=log_tail or chunk.log_tail).where(
-        Chunk.id == chunk.id).execute()
-    chunk.frames_done = sorted(new)
-    added = len(new) - len(old)
+def _merge(chunk: LiveChunk, frames_done: list[int], files: list[str]) -> tuple[str, str, list[int]]:
+    """The chunk's frames and files with a report merged in (as JSON), and the frames it adds."""
+    wanted = set(framelib.expand(json.loads(chunk.frames)))
+    old = set(json.loads(chunk.frames_done))
+    added = sorted((set(frames_done) & wanted) - old)
+    done = _dump(sorted(old.union(added))) if added else chunk.frames_done
+    merged = _dump(list(dict.fromkeys(json.loads(chunk.files) + files))[:MAX_FILES]) if files else chunk.files
+    return done, merged, added
+
+
+def _count_frames(chunk: LiveChunk, added: list[int]) -> None:
+    """Move the task's counters by the frames a report added."""
     if added:
-        task = chunk.task
-        top = max(new)
-        changes = {Task.frames_done: Task.frames_done + added}
-        if task.frame_current is None or top > task.frame_current:
-            changes[Task.frame_current] = top
-        Task.update(changes).where(Task.id == task.id).execute()
+        top = added[-1]
+        sql.execute(_TASK_FRAMES, (len(added), top, top, chunk.task_id))
 
 
 def on_finished(ctx: Context, msg: messages.ChunkFinished) -> None:
-    Attempt.update(outcome=msg.outcome, finished_at=msg.finished_at, exit_code=msg.exit_code,
-                   reason=msg.reason[:2000], log_tail=msg.log_tail).where(
-        Attempt.lease_id == msg.lease_id).execute()
+    sql.execute(_ATTEMPT_ENDED, (msg.outcome, msg.finished_at, msg.exit_code, msg.reason[:2000], msg.log_tail,
+                                 msg.lease_id))
     chunk = current_chunk(ctx, msg)
     if chunk is None:
         return
-    worker = worker_named(ctx, msg.agent)
+    worker = worker_id(ctx, msg.agent)
     if chunk.status == RELEASED and msg.outcome in (COMPLETED, FAILED):
-        mark_running(ctx, chunk, worker)
+        mark_running(ctx, chunk, worker, msg.agent)
     free_worker(ctx, worker, msg.lease_id)
     if msg.outcome == COMPLETED:
         complete(ctx, chunk, msg)
     elif msg.outcome == FAILED:
-        fail_attempt(ctx, chunk, msg.reason or "failed", msg.log_tail)
+        fail_attempt(ctx, chunk.model(), msg.reason or "failed", msg.log_tail)
     else:  # declined or canceled by the agent: hand back without blame
         log.info("chunk %s: %s by %s (%s)", chunk.id, msg.outcome, msg.agent, msg.reason)
-        requeue(ctx, chunk)
+        requeue(ctx, chunk.model())
 
 
 def count_failure(ctx: Context, task: Task, worker_id: int) -> None:
@@ -142,12 +184,17 @@ def count_failure(ctx: Context, task: Task, worker_id: int) -> None:
     Blocklist.update(failures=failures, blocked_at=blocked_at).where(Blocklist.id == entry.id).execute()
 
 
-def complete(ctx: Context, chunk: Chunk, msg: messages.ChunkFinished) -> None:
-    record_frames(chunk, msg.frames_done, msg.files, msg.log_tail)
-    Chunk.update(status=COMPLETED, finished_at=msg.finished_at, lease_id=None).where(
-        Chunk.id == chunk.id).execute()
-    log.info("chunk %s (task %s #%s): running -> completed", chunk.id, chunk.task.id, chunk.index)
-    tasks.after_chunk_completed(ctx, Task.get_by_id(chunk.task.id), chunk)
+def complete(ctx: Context, chunk: LiveChunk, msg: messages.ChunkFinished) -> None:
+    done, files, added = _merge(chunk, msg.frames_done, msg.files)
+    tail = msg.log_tail or chunk.log_tail
+    sql.execute(_COMPLETED, (done, files, tail, COMPLETED, msg.finished_at, chunk.id))
+    _count_frames(chunk, added)
+    log.info("chunk %s (task %s #%s): running -> completed", chunk.id, chunk.task_id, chunk.index)
+    if sql.one(_HAS_BLOCKED, (chunk.task_id, BLOCKED)):
+        tasks.after_chunk_completed(ctx, Task.get_by_id(chunk.task_id))
+    elif sql.changed(_TASK_DONE, (COMPLETED, ctx.clock(), chunk.task_id, chunk.task_id,
+                                  *tasks.NOT_COMPLETED)):
+        log.info("task %s: -> completed", chunk.task_id)
 
 
 def fail_attempt(ctx: Context, chunk: Chunk, reason: str, log_tail: str) -> None:

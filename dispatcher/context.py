@@ -32,9 +32,36 @@ class Context:
     task_commands: dict[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     # Keys issued to agents in this transaction, for the verifier once it commits.
     issued_keys: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    # Agent name -> worker id, filled as workers are looked up (a worker row is never deleted).
+    worker_ids: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Worker id -> the readings last written for it, so a heartbeat writes only what changed.
+    readings: dict[int, tuple[str, str]] = dataclasses.field(default_factory=dict)
 
     def send(self, message: messages.Message, agent: str | None = None) -> None:
         self.outbox.append((message, agent))
 
     def wake_release(self) -> None:
         self.release_wanted = True
+
+    def mark(self) -> tuple[int, frozenset[str]]:
+        """Where the side effects stand, to undo one event's share of them (a rolled back savepoint)."""
+        return len(self.outbox), frozenset(self.issued_keys)
+
+    def undo_to(self, mark: tuple[int, frozenset[str]]) -> None:
+        sent, keys = mark
+        del self.outbox[sent:]
+        for agent in set(self.issued_keys) - keys:
+            del self.issued_keys[agent]
+        self._forget_cached()
+
+    def rolled_back(self) -> None:
+        """The transaction was rolled back: nothing it queued may leak, nothing it cached may stay."""
+        self.outbox.clear()
+        self.issued_keys.clear()
+        self._forget_cached()
+        self.release_wanted = True
+
+    def _forget_cached(self) -> None:
+        # A rolled back insert or update may be what these remember.
+        self.worker_ids.clear()
+        self.readings.clear()

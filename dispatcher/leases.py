@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from common.models import PENDING, RUNNING, Attempt, Chunk, Task, Worker
+from dispatcher import sql
 from dispatcher.context import Context
 
 log = logging.getLogger("dispatcher.leases")
@@ -19,9 +20,10 @@ def requeue(ctx: Context, chunk: Chunk) -> None:
     ctx.wake_release()
 
 
-def free_worker(ctx: Context, worker: Worker, lease_id: str) -> None:
-    Worker.update(current_task=None, current_chunk=None, current_lease=None, activity="idle").where(
-        Worker.id == worker.id, Worker.current_lease == lease_id).execute()
+def free_worker(ctx: Context, worker_id: int, lease_id: str) -> None:
+    """The worker holds no chunk any more (if it still held this lease)."""
+    sql.execute("UPDATE workers SET current_task = NULL, current_chunk = NULL, current_lease = NULL, "
+                "activity = 'idle' WHERE id = ? AND current_lease = ?", (worker_id, lease_id))
     ctx.wake_release()
 
 

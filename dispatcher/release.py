@@ -8,6 +8,8 @@ priorities) and keeps the broker's queues short for huge tasks on RabbitMQ.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import uuid
 
@@ -29,17 +31,44 @@ from common.models import (
     Chunk,
     Task,
     Worker,
-    database_proxy,
 )
+from dispatcher import sql
 from dispatcher.context import Context
 
 log = logging.getLogger("dispatcher.release")
 ACTIVE = (QUEUED, RENDERING)
 SKIP_ALLOWANCE = 20
+# (assignment, pool, task priority): what Publisher.chunk_batch takes
+Assignment = tuple[messages.ChunkAssign, str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A pending chunk as the release query reads it (JSON columns still text)."""
+
+    id: int
+    task_id: int
+    index: int
+    command: str
+    parser: str | None
+    params: str
+    frames: str
+    priority: int
+    attempts: int
+    failures: int
+    task_parser: str
+    stall_timeout_s: int
 
 
 def release(ctx: Context, publisher: Publisher) -> int:
-    """Publish as many pending chunks as the queues have room for; return how many."""
+    """Publish as many pending chunks as the queues have room for; return how many.
+
+    Runs inside the caller's transaction: every chosen chunk is marked released,
+    then all their messages are published and confirmed together. If the broker
+    refuses, the exception rolls the transaction back, so nothing is marked
+    released that the broker did not take (a message that did get through names
+    a lease the database never recorded: its agent is told to drop it).
+    """
     online = online_workers()
     workers = [w for w in online if w.status == ENABLED]
     disabled = sorted(w.name for w in online if w.status == DISABLED)
@@ -47,14 +76,15 @@ def release(ctx: Context, publisher: Publisher) -> int:
         ((pool, command), n) for pool, command, n in
         Chunk.select(Task.pool, Chunk.command, fn.COUNT(Chunk.id)).join(Task)
         .where(Chunk.status == RELEASED).group_by(Task.pool, Chunk.command).tuples())
-    total = 0
+    batch: list[Assignment] = []
     for pool, command in pending_groups(ctx):
         eligible = [w for w in workers if pool in w.pools and command in w.commands]
         idle = sum(1 for w in eligible if w.current_lease is None)
         room = idle + ctx.config.release_ahead - released.get((pool, command), 0)
         if eligible and room > 0:
-            total += _release_group(ctx, publisher, pool, command, room, eligible, disabled)
-    return total
+            batch += _release_group(ctx, pool, command, room, eligible, disabled)
+    publisher.chunk_batch(batch)
+    return len(batch)
 
 
 def online_workers() -> list[Worker]:
@@ -89,29 +119,36 @@ def pending_groups(ctx: Context) -> list[tuple[str, str]]:
     return sorted({(pool, command) for _, pool, command in pending_by_task(ctx)})
 
 
-def _release_group(ctx: Context, publisher: Publisher, pool: str, command: str, room: int,
-                   eligible: list[Worker], disabled: list[str]) -> int:
+_CANDIDATES = (
+    'SELECT c.id, c.task_id, c."index", c.command, c.parser, c.params, c.frames, c.priority, c.attempts, '
+    "c.failures, t.parser, t.stall_timeout_s FROM chunks c JOIN tasks t ON t.id = c.task_id "
+    f"WHERE c.status = ? AND c.command = ? AND t.pool = ? AND t.status IN ({', '.join('?' * len(ACTIVE))}) "
+    'ORDER BY c.priority DESC, c.task_id, c."index" LIMIT ?')
+_MARK_RELEASED = ("UPDATE chunks SET status = ?, lease_id = ?, attempts = ?, worker_id = NULL, "
+                  "released_at = ? WHERE id = ? AND status = ?")
+
+
+def _release_group(ctx: Context, pool: str, command: str, room: int, eligible: list[Worker],
+                   disabled: list[str]) -> list[Assignment]:
     # Fetch a little more than there is room for: chunks whose every eligible agent is
     # blocklisted for their task are skipped, and the next ones may go instead.
-    chunks = (Chunk.select(Chunk, Task).join(Task)
-              .where(Chunk.status == PENDING, Chunk.command == command, Task.pool == pool,
-                     Task.status.in_(ACTIVE))
-              .order_by(Chunk.priority.desc(), Chunk.task, Chunk.index).limit(room + SKIP_ALLOWANCE))
+    rows = sql.execute(_CANDIDATES, (PENDING, command, pool, *ACTIVE, room + SKIP_ALLOWANCE)).fetchall()
     names = {w.name for w in eligible}
     blocked: dict[int, list[str]] = {}
-    count = 0
-    for chunk in list(chunks):
-        if count >= room:
+    chosen: list[Assignment] = []
+    for row in rows:
+        if len(chosen) >= room:
             break
-        task_id = chunk.task.id
-        if task_id not in blocked:
-            blocked[task_id] = blocked_workers(task_id)
-        if names <= set(blocked[task_id]):
+        chunk = Candidate(*row)
+        if chunk.task_id not in blocked:
+            blocked[chunk.task_id] = blocked_workers(chunk.task_id)
+        if names <= set(blocked[chunk.task_id]):
             continue  # no eligible agent may take it; tasks.update_waiting_reasons says so
-        exclude = sorted(set(disabled) | set(blocked[task_id]) | set(_failed_on(chunk, eligible)))
-        if _release_one(ctx, publisher, chunk, pool, exclude):
-            count += 1
-    return count
+        exclude = sorted(set(disabled) | set(blocked[chunk.task_id]) | set(_failed_on(chunk, eligible)))
+        assign = _mark_released(ctx, chunk, exclude)
+        if assign is not None:
+            chosen.append((assign, pool, chunk.priority))
+    return chosen
 
 
 def blocked_workers(task_id: int) -> list[str]:
@@ -120,7 +157,7 @@ def blocked_workers(task_id: int) -> list[str]:
             .where(Blocklist.task == task_id, Blocklist.blocked_at.is_null(False)).tuples()]
 
 
-def _failed_on(chunk: Chunk, eligible: list[Worker]) -> list[str]:
+def _failed_on(chunk: Candidate, eligible: list[Worker]) -> list[str]:
     """Agents this chunk failed on, to skip while another eligible agent exists."""
     if not chunk.failures:
         return []
@@ -130,25 +167,19 @@ def _failed_on(chunk: Chunk, eligible: list[Worker]) -> list[str]:
     return sorted(names) if others else []
 
 
-def _release_one(ctx: Context, publisher: Publisher, chunk: Chunk, pool: str, exclude: list[str]) -> bool:
-    task = chunk.task
+def _mark_released(ctx: Context, chunk: Candidate, exclude: list[str]) -> messages.ChunkAssign | None:
+    """Give the chunk a new lease; the assignment to publish, or None if it is no longer pending."""
     lease = uuid.uuid4().hex
     attempt = chunk.attempts + 1
-    with database_proxy.atomic():
-        changed = (Chunk.update(status=RELEASED, lease_id=lease, attempts=attempt, worker=None,
-                                released_at=ctx.clock())
-                   .where(Chunk.id == chunk.id, Chunk.status == PENDING).execute())
-        if not changed:
-            return False
-        # Published inside the transaction: if the broker refuses, nothing is marked released.
-        publisher.chunk(messages.ChunkAssign(
-            chunk_id=chunk.id, task_id=task.id, lease_id=lease, attempt=attempt,
-            command=chunk.command, parser=chunk.parser or task.parser, params=chunk.params,
-            frames=chunk.frames, priority=chunk.priority, exclude_agents=exclude,
-            stall_timeout_s=task.stall_timeout_s,
-        ), pool, chunk.priority)
-    log.debug("chunk %s (task %s #%s): pending -> released, lease %s", chunk.id, task.id, chunk.index, lease)
-    return True
+    if not sql.changed(_MARK_RELEASED, (RELEASED, lease, attempt, ctx.clock(), chunk.id, PENDING)):
+        return None
+    log.debug("chunk %s (task %s #%s): pending -> released, lease %s", chunk.id, chunk.task_id, chunk.index,
+              lease)
+    return messages.ChunkAssign(
+        chunk_id=chunk.id, task_id=chunk.task_id, lease_id=lease, attempt=attempt, command=chunk.command,
+        parser=chunk.parser or chunk.task_parser, params=json.loads(chunk.params),
+        frames=json.loads(chunk.frames), priority=chunk.priority, exclude_agents=exclude,
+        stall_timeout_s=chunk.stall_timeout_s)
 
 
 def waiting_reasons(ctx: Context) -> dict[int, str]:

@@ -1,9 +1,17 @@
 """The dispatcher process: consume events, apply them, release chunks, watch agents.
 
-One thread owns everything: it drains the dispatcher's queues, applies each
-message in one database transaction, acknowledges it only after the commit
-(at-least-once; every handler is idempotent), publishes the outbox, and runs
-the periodic checks between deliveries.
+One thread owns everything. Each turn of its loop:
+
+1. ``_collect``: take every delivery that has already arrived (up to
+   ``MAX_BURST``), decoding and verifying each; bad ones are dead-lettered at once.
+2. ``_commit_burst``: apply the burst in one database transaction (group commit,
+   ``dispatcher/burst.py``). Only there is a transaction opened for events.
+3. ``_after_commit``: acknowledge the burst, hand issued keys to the verifier,
+   dead-letter events whose handler failed, publish the outbox. At-least-once:
+   a crash before the acknowledgement redelivers the burst, and every handler
+   is idempotent.
+4. ``_after_deliveries``: release chunks once for the whole burst, and run the
+   periodic checks when due.
 """
 from __future__ import annotations
 
@@ -14,7 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 from kombu import Consumer
-from peewee import InterfaceError, OperationalError
 
 from common import messages
 from common.bus import CONNECTION_ERRORS, Bus, Publisher, body_bytes, decode_or_dead_letter
@@ -23,18 +30,16 @@ from common.db import open_and_migrate
 from common.errors import BrokerUnavailable
 from common.models import database_proxy
 from dispatcher import chunks, release, tasks, workers
+from dispatcher.burst import DB_ERRORS, Applier, Burst, Delivery, Failure
 from dispatcher.context import Context
 from dispatcher.identity import Verifier
 
 log = logging.getLogger("dispatcher")
-DB_ERRORS = (OperationalError, InterfaceError)
 SWEEP_INTERVAL_S = 2.0
-# Heartbeats are applied in batches: at most this many, at most this late.
-HEARTBEAT_BATCH = 500
-PREFETCH = 2000  # must exceed HEARTBEAT_BATCH, or batches wait for their flush timer
-HEARTBEAT_FLUSH_S = 0.25
+MAX_BURST = 500  # deliveries applied in one transaction at most
+PREFETCH = 2000  # more than a burst, so the next one is already on its way
 FIRST_RECONNECT_DELAY_S, MAX_RECONNECT_DELAY_S = 0.5, 10.0
-DRAIN_BURST = 200  # deliveries taken per burst before the periodic work runs
+DB_RETRY_S = 1.0
 
 HANDLERS: dict[type[messages.Message], Callable[[Context, Any], None]] = {
     messages.TaskSubmitted: tasks.on_submitted,
@@ -59,13 +64,14 @@ class Dispatcher:
         self.bus = Bus(config)
         self.ctx = Context(config, clock)
         self.verifier = Verifier(config.agent_secret)
+        self.applier = Applier(self.ctx, HANDLERS, workers.on_heartbeats)
         self.publisher: Publisher | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_tick = 0.0
         self._next_sweep = 0.0
-        self._beats: list[tuple[messages.AgentHeartbeat, Any]] = []
-        self._beats_since = 0.0
+        self._burst = Burst()
+        self._multiple_ack = False
         self._delay_s = FIRST_RECONNECT_DELAY_S
         self.ready = threading.Event()
 
@@ -79,7 +85,7 @@ class Dispatcher:
             raise RuntimeError("dispatcher did not start within 30s")
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish the message in hand, then stop consuming."""
+        """Finish the burst in hand, then stop consuming."""
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -115,9 +121,11 @@ class Dispatcher:
             self.bus.declare_core(channel)
             channel.basic_qos(0, PREFETCH, False)
             queues = [topo.dispatcher_queue(), topo.heartbeat_queue()]
-            # Unacknowledged heartbeats of a lost connection come back by redelivery.
-            self._beats.clear()
-            with Consumer(channel, queues=queues, on_message=self._on_message):
+            # The unacknowledged burst of a lost connection comes back by redelivery.
+            self._burst = Burst()
+            # kombu's virtual transports (memory://) ignore ``multiple``: ack one by one there.
+            self._multiple_ack = getattr(conn.transport, "driver_type", "") == "amqp"
+            with Consumer(channel, queues=queues, on_message=self._collect):
                 log.info("dispatcher consuming from %s (namespace %s)",
                          ", ".join(q.name for q in queues), topo.namespace)
                 self.ctx.grace_until = self.ctx.clock() + self.config.agent_timeout_s
@@ -129,88 +137,71 @@ class Dispatcher:
                         self._drain_ready(conn)
                     except TimeoutError:
                         conn.heartbeat_check()
+                    self._commit_burst()
                     self._after_deliveries()
 
     def _drain_ready(self, conn: Any) -> None:
-        """Take whatever else has already arrived, so periodic work runs once per burst."""
-        for _ in range(DRAIN_BURST):
+        """Take whatever else has already arrived, so one transaction covers the whole burst."""
+        while len(self._burst) < MAX_BURST:
             try:
                 conn.drain_events(timeout=0.001)
             except TimeoutError:
                 return
 
-    def _on_message(self, message: Any) -> None:
+    def _collect(self, message: Any) -> None:
+        """Decode and verify one delivery into the burst; dead-letter it if it cannot be applied."""
         queue = message.delivery_info.get("routing_key", "")
         msg = decode_or_dead_letter(self.publisher, message, queue)
         if msg is None:
             return
         body = body_bytes(message)
         refusal = self.verifier.refusal(msg, body, message.headers or {}, self.ctx.clock())
+        if refusal is None and not isinstance(msg, messages.AgentHeartbeat) and type(msg) not in HANDLERS:
+            refusal = f"the dispatcher does not handle {msg.kind}"
         if refusal is not None:
             log.warning("dead-lettering a %s: %s", msg.kind, refusal)
             self.publisher.dead_letter(body, refusal, msg.kind, queue)
             message.ack()
             return
-        if isinstance(msg, messages.AgentHeartbeat):
-            if not self._beats:
-                self._beats_since = time.monotonic()
-            self._beats.append((msg, message))
-            if len(self._beats) >= HEARTBEAT_BATCH:
-                self._flush_beats()
-            return
-        handler = HANDLERS.get(type(msg))
-        if handler is None:
-            self.publisher.dead_letter(body, f"the dispatcher does not handle {msg.kind}", queue,
-                                       "dispatcher")
-            message.ack()
-            return
-        if self._apply(handler, msg, message):
-            message.ack()
-            for agent, key in self.ctx.issued_keys.items():
-                self.verifier.remember(agent, key)
-            self.ctx.issued_keys.clear()
-            self._flush_outbox()
+        self._burst.add(Delivery(msg, message))
 
-    def _apply(self, handler: Callable[[Context, Any], None], msg: Any, message: Any) -> bool:
-        """Apply a message (or a batch, with ``message`` None) in one transaction.
-
-        True when it may be acknowledged; on a database error the caller requeues.
-        """
+    def _commit_burst(self) -> None:
+        """Apply the burst in one transaction; acknowledge it after the commit, or requeue it."""
+        burst, self._burst = self._burst, Burst()
+        if not burst:
+            return
         try:
-            database_proxy.connect(reuse_if_open=True)
-            with database_proxy.atomic():
-                handler(self.ctx, msg)
-            return True
+            failures = self.applier.apply(burst)
         except DB_ERRORS as exc:
-            # The database is away: keep the message, retry after a pause.
-            log.warning("database error applying %s (%s); will retry", _kind(msg), exc)
-            self.ctx.outbox.clear()
-            self.ctx.issued_keys.clear()
+            # The database is away: keep every message of the burst, retry after a pause.
+            log.warning("database error applying a burst of %d (%s); will retry", len(burst), exc)
             database_proxy.close()
-            self._stopping.wait(1.0)
-            if message is not None:
-                message.requeue()
-            return False
-        except Exception as exc:  # noqa: BLE001 - a bug must not stop the farm
-            log.exception("cannot apply %s; dead-lettering it", _kind(msg))
-            self.ctx.outbox.clear()
-            for one in msg if isinstance(msg, list) else [msg]:
-                self.publisher.dead_letter(messages.encode(one), f"handler error: {exc!r}", one.kind,
-                                           "dispatcher")
-            return True
-
-    def _flush_beats(self) -> None:
-        """Apply the buffered heartbeats in one transaction, then acknowledge them."""
-        beats, self._beats = self._beats, []
-        if not beats:
+            self._stopping.wait(DB_RETRY_S)
+            for delivery in burst.deliveries():
+                delivery.raw.requeue()
             return
-        if self._apply(_apply_heartbeats, [b for b, _ in beats], None):
-            for _, delivery in beats:
-                delivery.ack()
-            self._flush_outbox()
-        else:
-            for _, delivery in beats:
-                delivery.requeue()
+        self._after_commit(burst, failures)
+
+    def _after_commit(self, burst: Burst, failures: list[Failure]) -> None:
+        """What may happen only once the burst is durable: acks, keys, dead letters, the outbox."""
+        for failure in failures:
+            one = failure.delivery.msg
+            self.publisher.dead_letter(messages.encode(one), f"handler error: {failure.error!r}", one.kind,
+                                       "dispatcher")
+        self._acknowledge(burst.deliveries())
+        for agent, key in self.ctx.issued_keys.items():
+            self.verifier.remember(agent, key)
+        self.ctx.issued_keys.clear()
+        self._flush_outbox()
+
+    def _acknowledge(self, deliveries: list[Delivery]) -> None:
+        if self._multiple_ack:
+            # Every earlier delivery of this channel is settled already: one ack covers the burst.
+            last = max(deliveries, key=lambda d: d.raw.delivery_tag).raw
+            last.channel.basic_ack(last.delivery_tag, multiple=True)
+            return
+        for delivery in deliveries:
+            delivery.raw.ack()
 
     def _flush_outbox(self) -> None:
         outbox, self.ctx.outbox = self.ctx.outbox, []
@@ -222,20 +213,18 @@ class Dispatcher:
 
     def _after_deliveries(self) -> None:
         now = time.monotonic()
-        if self._beats and now - self._beats_since >= HEARTBEAT_FLUSH_S:
-            self._flush_beats()
         due = now >= self._next_tick
         if not (due or self.ctx.release_wanted):
             return
         try:
             database_proxy.connect(reuse_if_open=True)
             if due:
-                with database_proxy.atomic():
+                with self.applier.transaction():
                     workers.check_lost(self.ctx)
                 if now >= self._next_sweep:
                     # The safety net: release even if no event asked for it.
                     self.ctx.release_wanted = True
-                    with database_proxy.atomic():
+                    with self.applier.transaction():
                         tasks.sweep_uncompiled(self.ctx)
                         tasks.update_waiting_reasons(self.ctx)
                     self._next_sweep = time.monotonic() + SWEEP_INTERVAL_S
@@ -244,20 +233,22 @@ class Dispatcher:
             self._flush_outbox()
             if self.ctx.release_wanted:
                 self.ctx.release_wanted = False
-                release.release(self.ctx, self.publisher)
+                self._release()
         except DB_ERRORS as exc:
             log.warning("database error in periodic work (%s); retrying", exc)
+            self.ctx.rolled_back()
             database_proxy.close()
+            self._stopping.wait(DB_RETRY_S)
+
+
+    def _release(self) -> None:
+        """Release chunks once for the whole burst, in one transaction (see release.release)."""
+        try:
+            with self.applier.transaction():
+                release.release(self.ctx, self.publisher)
+        except BrokerUnavailable:
             self.ctx.release_wanted = True
-            self._stopping.wait(1.0)
-
-
-def _apply_heartbeats(ctx: Context, beats: list[messages.AgentHeartbeat]) -> None:
-    workers.on_heartbeats(ctx, beats)
-
-
-def _kind(msg: messages.Message | list[messages.Message]) -> str:
-    return f"{len(msg)} heartbeats" if isinstance(msg, list) else msg.kind
+            raise
 
 
 def run_dispatcher(config: Config) -> int:

@@ -137,7 +137,7 @@ def set_status(task: Task, status: str) -> None:
     task.status = status
 
 
-def after_chunk_completed(ctx: Context, task: Task, chunk: Chunk) -> None:
+def after_chunk_completed(ctx: Context, task: Task) -> None:
     """Unblock chunks that waited for this one; complete the task when all are done."""
     blocked = list(Chunk.select().where(Chunk.task == task.id, Chunk.status == BLOCKED))
     if blocked:

@@ -6,11 +6,13 @@ import logging
 import secrets
 
 from common import messages, signing
-from common.models import DISABLED, ENABLED, OFFLINE, ONLINE, RELEASED, RUNNING, Chunk, Worker, database_proxy
+from common.models import DISABLED, ENABLED, OFFLINE, ONLINE, RELEASED, RUNNING, Chunk, Worker
+from dispatcher import sql
 from dispatcher.context import Context
 from dispatcher.leases import requeue_lost
 
 log = logging.getLogger("dispatcher.workers")
+_dump = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 
 
 def worker_named(ctx: Context, name: str) -> Worker:
@@ -20,6 +22,14 @@ def worker_named(ctx: Context, name: str) -> Worker:
         worker = Worker.create(name=name, hostname=name, connection=ONLINE, last_heartbeat=ctx.clock())
         log.info("worker %s: registered (id %s)", name, worker.id)
     return worker
+
+
+def worker_id(ctx: Context, name: str) -> int:
+    """The worker id for an agent name (remembered: ids never change, rows are never deleted)."""
+    found = ctx.worker_ids.get(name)
+    if found is None:
+        found = ctx.worker_ids[name] = worker_named(ctx, name).id
+    return found
 
 
 def on_hello(ctx: Context, msg: messages.AgentHello) -> None:
@@ -71,13 +81,22 @@ def on_heartbeats(ctx: Context, beats: list[messages.AgentHeartbeat]) -> None:
         if name not in known:
             known[name] = worker_named(ctx, name)
     now = ctx.clock()
-    param = database_proxy.obj.param
-    frequent = [(now, ONLINE, json.dumps(b.update_frequent), known[n].id) for n, b in newest.items()]
-    _execute_many(f"UPDATE workers SET last_heartbeat = {param}, connection = {param}, "
-                  f"update_frequent = {param} WHERE id = {param}", frequent)
-    less = [(json.dumps(b.update_less_frequent), known[n].id)
-            for n, b in newest.items() if b.update_less_frequent]
-    _execute_many(f"UPDATE workers SET update_less_frequent = {param} WHERE id = {param}", less)
+    sql.execute_many("UPDATE workers SET last_heartbeat = ?, connection = ? WHERE id = ?",
+                     [(now, ONLINE, known[n].id) for n in newest])
+    frequent, less = [], []
+    for name, beat in newest.items():
+        wid = known[name].id
+        old_frequent, old_less = ctx.readings.get(wid, ("", ""))
+        new_frequent = _dump(beat.update_frequent)
+        new_less = _dump(beat.update_less_frequent) if beat.update_less_frequent else old_less
+        if new_frequent != old_frequent:
+            frequent.append((new_frequent, wid))
+        if new_less != old_less:
+            less.append((new_less, wid))
+        ctx.readings[wid] = (new_frequent, new_less)
+    # Only readings that changed are written: most of a large farm's beats change nothing but liveness.
+    sql.execute_many("UPDATE workers SET update_frequent = ? WHERE id = ?", frequent)
+    sql.execute_many("UPDATE workers SET update_less_frequent = ? WHERE id = ?", less)
     for name in newest:
         if known[name].connection != ONLINE:
             log.info("worker %s: offline -> online (heartbeat)", name)
@@ -92,12 +111,6 @@ def _workers_named(names: list[str]) -> dict[str, Worker]:
             Worker.name.in_(names[start:start + 500]))
         found.update((w.name, w) for w in rows)
     return found
-
-
-def _execute_many(sql: str, rows: list[tuple]) -> None:
-    if rows:
-        cursor = database_proxy.cursor()
-        cursor.executemany(sql, rows)
 
 
 def _abort_dead_leases(ctx: Context, holders: dict[str, str]) -> None:

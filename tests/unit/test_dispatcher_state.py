@@ -19,6 +19,10 @@ class RecordingPublisher:
     def chunk(self, message, pool, priority):
         self.chunks.append(message)
 
+    def chunk_batch(self, batch):
+        for message, pool, priority in batch:
+            self.chunk(message, pool, priority)
+
     def control(self, message, agent=None):
         self.controls.append((message, agent))
 
