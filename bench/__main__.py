@@ -30,7 +30,7 @@ class Sizes:
     api_tasks: int = 100_000
     api_requests: int = 2000
     api_s: float = 8.0
-    size_frames: int = 100_000
+    size_frames: int = 1_000_000
     size_s: float = 20.0
     postgres: bool = True
 

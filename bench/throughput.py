@@ -11,18 +11,24 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import psutil
+
 from bench import farm, profile
 from bench.results import Results
 
 ROW = "corral throughput"
 
 
-def run_task(f: farm.Farm, n: int) -> float:
-    """Chunks per second for one noop task of ``n`` single-frame chunks."""
+def run_task(f: farm.Farm, n: int, dispatcher_pid: int) -> tuple[float, float]:
+    """Chunks per second for one noop task of ``n`` single-frame chunks, and the dispatcher's
+    CPU milliseconds per chunk (user + system, which drifts less than wall time)."""
+    dispatcher = psutil.Process(dispatcher_pid)
+    cpu0 = sum(dispatcher.cpu_times()[:2])
     started = time.time()
     task = f.submit("noop", {"frame_start": 1, "frame_end": n, "chunk_size": 1})
     done = f.wait_task(task["id"], timeout_s=max(120.0, n / 5), interval_s=0.05)
-    return n / (done["finished_at"] - started)
+    cpu_ms = (sum(dispatcher.cpu_times()[:2]) - cpu0) * 1000 / n
+    return n / (done["finished_at"] - started), cpu_ms
 
 
 def run(results: Results, namespace: str, n: int, workdir: Path, token: str,
@@ -37,17 +43,21 @@ def run(results: Results, namespace: str, n: int, workdir: Path, token: str,
             running += new
             f.wait_online(running)
             with profile.sampled(dispatcher.pid, f"dispatcher-throughput-k{k}", enabled=k == counts[-1]):
-                rate = run_task(f, n)
+                rate, cpu_ms = run_task(f, n, dispatcher.pid)
             results.add(ROW, f"corral_k{k}", f"noop N={n}, chunk 1, K={k} agents, SQLite", rate,
                         "chunks/s", "POST -> completed")
+        results.add(ROW, f"corral_k{k}_cpu_ms", f"K={k}, SQLite: dispatcher CPU per chunk", cpu_ms,
+                    "ms", "process user+system CPU / chunks")
     if postgres:
         with farm.postgres_database(f"{namespace.replace('.', '_')}_tp") as url, \
                 farm.Farm(f"{namespace}.tppg", url, workdir / "tppg", token) as f:
-            f.dispatcher()
+            dispatcher = f.dispatcher()
             f.gateway()
             names = farm.agent_names(4)
             f.agents(names)
             f.wait_online(names)
-            rate = run_task(f, n)
+            rate, cpu_ms = run_task(f, n, dispatcher.pid)
             results.add(ROW, "corral_k4_pg", f"noop N={n}, chunk 1, K=4 agents, PostgreSQL", rate,
                         "chunks/s", "POST -> completed")
+            results.add(ROW, "corral_k4_pg_cpu_ms", "K=4, PostgreSQL: dispatcher CPU per chunk", cpu_ms,
+                        "ms", "process user+system CPU / chunks")
