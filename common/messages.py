@@ -12,11 +12,9 @@ prose form of this module.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
-import types
-import typing
 from typing import Any, ClassVar
+
+import msgspec
 
 from common.errors import MessageError
 
@@ -241,26 +239,26 @@ class ControlAbort(Message):
 
 
 # ---------------------------------------------------------------- codec
+# msgspec encodes and validates the dataclasses above in C: the dispatcher decodes every event and
+# heartbeat, so the codec is on its hottest path (about a tenth of the pure-Python cost).
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
 
 
 def encode(message: Message) -> bytes:
     """Serialise a message to its wire form."""
-    envelope = {
-        "kind": message.kind,
-        "version": message.version,
-        "data": dataclasses.asdict(message),
-    }
-    return json.dumps(envelope, separators=(",", ":")).encode()
+    return _encoder.encode({"kind": message.kind, "version": message.version, "data": message})
 
 
 def decode(body: bytes | str | dict[str, Any]) -> Message:
     """Parse and validate a wire message; raise MessageError saying what is wrong."""
     if isinstance(body, dict):
-        envelope = body
+        envelope: Any = body
     else:
         try:
-            envelope = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+            envelope = _decoder.decode(body)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise MessageError(f"body is not JSON: {exc}") from None
     if not isinstance(envelope, dict):
         raise MessageError("body is not a JSON object")
@@ -274,50 +272,22 @@ def decode(body: bytes | str | dict[str, Any]) -> Message:
     data = envelope.get("data")
     if not isinstance(data, dict):
         raise MessageError(f"{kind}: data must be an object")
-    return _build(cls, data)
+    try:
+        return msgspec.convert(data, cls, strict=True)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        if "missing required field" in text:
+            raise MessageError(f"{kind}: field {_field_named(text)} is missing") from None
+        raise MessageError(f"{kind}: field {_field_named(text)} has the wrong type ({text})") from None
 
 
-@functools.cache
-def _schema(cls: type[Message]) -> tuple[dict[str, Any], tuple[dataclasses.Field, ...]]:
-    """The resolved field types and fields of a message class (resolving hints is slow)."""
-    return typing.get_type_hints(cls), dataclasses.fields(cls)
-
-
-def _build(cls: type[Message], data: dict[str, Any]) -> Message:
-    hints, fields = _schema(cls)
-    values = {}
-    for field in fields:
-        if field.name in data:
-            value = data[field.name]
-            if not _matches(value, hints[field.name]):
-                raise MessageError(f"{cls.kind}: field {field.name!r} has the wrong type")
-            values[field.name] = value
-        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise MessageError(f"{cls.kind}: field {field.name!r} is missing")
-    return cls(**values)
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is Any:
-        return True
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_matches(v, item) for v in value)
-    if origin is dict:
-        key, item = typing.get_args(hint)
-        return isinstance(value, dict) and all(
-            _matches(k, key) and _matches(v, item) for k, v in value.items()
-        )
-    return isinstance(value, hint)
+def _field_named(error: str) -> str:
+    """The top-level field a msgspec error is about: "... - at `$.frames_done[1]`" -> 'frames_done'."""
+    if "`$." in error:
+        return repr(error.split("`$.", 1)[1].split("`", 1)[0].split("[", 1)[0].split(".", 1)[0])
+    if "field `" in error:
+        return repr(error.split("field `", 1)[1].split("`", 1)[0])
+    return "?"
 
 
 def message_kinds() -> dict[str, type[Message]]:
