@@ -58,8 +58,11 @@ class Burst:
 
     events: list[Delivery] = dataclasses.field(default_factory=list)
     heartbeats: list[Delivery] = dataclasses.field(default_factory=list)
+    since: float = 0.0  # time.monotonic() of the first delivery
 
     def add(self, delivery: Delivery) -> None:
+        if not self:
+            self.since = time.monotonic()
         if isinstance(delivery.msg, messages.AgentHeartbeat):
             self.heartbeats.append(delivery)
         else:

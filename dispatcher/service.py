@@ -40,6 +40,7 @@ MAX_BURST = 500  # deliveries applied in one transaction at most
 PREFETCH = 2000  # more than a burst, so the next one is already on its way
 FIRST_RECONNECT_DELAY_S, MAX_RECONNECT_DELAY_S = 0.5, 10.0
 DB_RETRY_S = 1.0
+HEARTBEAT_WAIT_S = 0.25
 
 HANDLERS: dict[type[messages.Message], Callable[[Context, Any], None]] = {
     messages.TaskSubmitted: tasks.on_submitted,
@@ -133,7 +134,9 @@ class Dispatcher:
                 self._delay_s = FIRST_RECONNECT_DELAY_S
                 while not self._stopping.is_set():
                     try:
-                        conn.drain_events(timeout=self.config.tick_interval_s)
+                        # Buffered heartbeats must not wait a whole tick for company.
+                        wait_s = HEARTBEAT_WAIT_S if self._burst else self.config.tick_interval_s
+                        conn.drain_events(timeout=wait_s)
                         self._drain_ready(conn)
                     except TimeoutError:
                         conn.heartbeat_check()
@@ -167,9 +170,10 @@ class Dispatcher:
 
     def _commit_burst(self) -> None:
         """Apply the burst in one transaction; acknowledge it after the commit, or requeue it."""
-        burst, self._burst = self._burst, Burst()
-        if not burst:
+        burst = self._burst
+        if not burst or self._beats_can_wait(burst):
             return
+        self._burst = Burst()
         try:
             failures = self.applier.apply(burst)
         except DB_ERRORS as exc:
@@ -181,6 +185,13 @@ class Dispatcher:
                 delivery.raw.requeue()
             return
         self._after_commit(burst, failures)
+
+    @staticmethod
+    def _beats_can_wait(burst: Burst) -> bool:
+        """Heartbeats alone wait up to HEARTBEAT_WAIT_S to share a commit: a quiet large farm
+        otherwise pays a transaction per beat. Any other event commits the burst at once."""
+        return (not burst.events and len(burst) < MAX_BURST
+                and time.monotonic() - burst.since < HEARTBEAT_WAIT_S)
 
     def _after_commit(self, burst: Burst, failures: list[Failure]) -> None:
         """What may happen only once the burst is durable: acks, keys, dead letters, the outbox."""
