@@ -40,8 +40,9 @@ def test_every_alert_fires_in_a_promtool_unit_test():
     result = run(tool("promtool"), "test", "rules", "corral-alerts.test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
     tests = yaml.safe_load((PROMETHEUS / "corral-alerts.test.yml").read_text())["tests"]
-    fired = {case["alertname"] for test in tests for case in test["alert_rule_test"] if case["exp_alerts"]}
-    quiet = {case["alertname"] for test in tests for case in test["alert_rule_test"] if not case["exp_alerts"]}
+    cases = [case for test in tests for case in test["alert_rule_test"]]
+    fired = {case["alertname"] for case in cases if case["exp_alerts"]}
+    quiet = {case["alertname"] for case in cases if not case["exp_alerts"]}
     assert fired == set(alerts()), "every alert must be shown firing"
     assert quiet == set(alerts()), "every alert must be shown quiet when it should be"
 
@@ -58,7 +59,8 @@ def test_the_issues_metric_names_are_served(tmp_path):
     for name in ("corral_tasks", "corral_chunks_pending", "corral_workers", "corral_chunks_finished_total",
                  "corral_chunk_duration_seconds_bucket", "corral_chunk_wait_seconds_bucket",
                  "corral_api_requests_total", "corral_api_request_duration_seconds_bucket",
-                 "corral_build_info", "corral_dispatcher_events_total", "corral_dispatcher_event_seconds_bucket",
+                 "corral_build_info", "corral_dispatcher_events_total",
+                 "corral_dispatcher_event_seconds_bucket",
                  "corral_dispatcher_release_batch_chunks_bucket", "corral_dispatcher_heartbeats_total",
                  "corral_dispatcher_lost_agents_total", "corral_dispatcher_dead_letters_total",
                  "corral_dispatcher_active"):
