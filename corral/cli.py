@@ -67,6 +67,19 @@ def fresh_metrics_dir(config: Config, port: int) -> Path:
     return path
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Create or upgrade the database schema, then exit (a one-shot job before the services start)."""
+    from common.db import migrate, open_database
+
+    config = _config()
+    setup_logging("migrate")
+    db = open_database(config.resolved_database_url)
+    with db.connection_context():
+        version = migrate(db)
+    print(f"database schema at version {version}")
+    return 0
+
+
 def cmd_dispatcher(args: argparse.Namespace) -> int:
     config = _config()
     _require_real_broker(config, "dispatcher")
@@ -180,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--threads", type=int, default=4)
     gw.add_argument("--access-log", action="store_true")
     gw.set_defaults(func=cmd_gateway)
+
+    mg = sub.add_parser("migrate", help="create or upgrade the database schema, then exit")
+    mg.set_defaults(func=cmd_migrate)
 
     dp = sub.add_parser("dispatcher", help="the task/chunk state machine")
     dp.add_argument("--metrics-port", type=int, default=None,

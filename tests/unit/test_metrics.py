@@ -171,3 +171,17 @@ def test_requests_with_a_token_are_counted_and_the_metrics_scrape_itself_too(cli
     found = scrape(client)
     labels = (("code", "200"), ("method", "GET"), ("route", "/metrics"))
     assert found[("corral_api_requests_total", labels)] >= 1
+
+
+def test_the_gateway_starts_with_an_empty_metrics_directory(tmp_path, monkeypatch):
+    from corral.cli import fresh_metrics_dir
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    config = dataclasses.replace(CONFIG, data_dir=str(tmp_path))
+    first = fresh_metrics_dir(config, 8080)
+    (first / "counter_123.db").write_bytes(b"an earlier run's counts")
+    assert fresh_metrics_dir(config, 8080) == first
+    assert list(first.iterdir()) == []
+    assert fresh_metrics_dir(config, 8081) != first  # two gateways on one host keep apart
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "chosen"))
+    assert fresh_metrics_dir(config, 8080) == tmp_path / "chosen"
