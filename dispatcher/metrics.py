@@ -97,6 +97,6 @@ class _StateCollector:
 
 def serve(dispatcher: Any, port: int, host: str = "127.0.0.1") -> None:
     """Serve this process's metrics on http://host:port/metrics (a daemon thread)."""
+    start_http_server(port, addr=host)  # first: a busy port leaves nothing registered
     REGISTRY.register(_StateCollector(dispatcher))
-    start_http_server(port, addr=host)
     log.info("dispatcher metrics on http://%s:%d/metrics", host, port)
