@@ -52,7 +52,6 @@ REQUEST_SECONDS = Histogram("corral_api_request_duration_seconds", "Time to answ
                             ("route", "method"), registry=PROCESS_REGISTRY)
 
 
-
 class RequestMetrics:
     """Middleware: counts and times every request by route template, method and status code."""
 
@@ -188,11 +187,10 @@ def _cumulative(counts: dict[float, float], bounds: tuple[float, ...]) -> list[t
 
 def scrape_registry() -> CollectorRegistry:
     """The registry one scrape reads: every process's request metrics, then the farm's state."""
+    registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
         MultiProcessCollector(registry)
     else:
-        registry = CollectorRegistry()
         registry.register(_ProcessMetrics())
     registry.register(FarmCollector())
     return registry
