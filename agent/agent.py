@@ -186,12 +186,11 @@ class Agent:
 
     def _session(self) -> None:
         """One broker connection: consume until stopped; connection errors propagate."""
-        with self.bus.connection(heartbeat=AMQP_HEARTBEAT_S) as conn:
-            conn.ensure_connection(max_retries=1)
+        with self.bus.connect(heartbeat=AMQP_HEARTBEAT_S) as conn:
             self._declare_consumers(conn)
             self._say_hello()
             if self._connected_once:
-                log.info("agent %s reconnected", self.name)
+                log.info("agent %s reconnected to %s", self.name, conn.as_uri(include_password=False))
             self._connected_once = True
             self._reconnect_delay_s = 1.0
             self._ready.set()
@@ -206,8 +205,10 @@ class Agent:
                            on_message=functools.partial(self._on_control, agent_queue.name))
         control.consume()
         chunk_channel = conn.channel()
-        # One unacked chunk at a time across every chunk queue of this agent.
-        chunk_channel.basic_qos(0, 1, True)
+        # One unacked chunk at a time across every chunk queue of this agent. Quorum queues
+        # refuse a channel-wide (global) prefetch: there each consumer gets one, and a
+        # delivery that arrives while a chunk is held goes back to its queue (_on_chunk).
+        chunk_channel.basic_qos(0, 1, self.topology.queue_type == "classic")
         self._chunk_consumers = [
             Consumer(chunk_channel, [queue], accept=[CONTENT_TYPE],
                      on_message=functools.partial(self._on_chunk, queue.name))
@@ -323,6 +324,11 @@ class Agent:
             routing_key = message.delivery_info.get("routing_key", "")
             self.publisher.dead_letter(body_bytes(message), reason, routing_key, queue)
             message.ack()
+            return
+        if self.held is not None and self.topology.queue_type != "classic":
+            # A second chunk delivered before the consumers were cancelled: still the
+            # dispatcher's release, so the next idle agent takes it.
+            message.requeue()
             return
         reason = self._decline_reason(msg)
         if reason:
