@@ -53,7 +53,6 @@ from common.signing import Signer
 
 log = logging.getLogger(__name__)
 
-AMQP_HEARTBEAT_S = 30
 BUSY_DRAIN_S = 0.01
 IDLE_DRAIN_S = 0.5
 MAX_RECONNECT_DELAY_S = 30.0
@@ -186,7 +185,7 @@ class Agent:
 
     def _session(self) -> None:
         """One broker connection: consume until stopped; connection errors propagate."""
-        with self.bus.connect(heartbeat=AMQP_HEARTBEAT_S) as conn:
+        with self.bus.connect(heartbeat=self.config.amqp_heartbeat_s) as conn:
             self._declare_consumers(conn)
             self._say_hello()
             if self._connected_once:
@@ -246,12 +245,14 @@ class Agent:
     def _set_consuming(self, wanted: bool) -> None:
         if wanted == self._consuming:
             return
+        # Set first: cancelling waits for the broker, and a delivery handled meanwhile
+        # must see that this agent is no longer taking chunks.
+        self._consuming = wanted
         for consumer in self._chunk_consumers:
             if wanted:
                 consumer.consume()
             else:
                 consumer.cancel()
-        self._consuming = wanted
 
     def _shut_down(self) -> None:
         held = self.held
@@ -325,9 +326,11 @@ class Agent:
             self.publisher.dead_letter(body_bytes(message), reason, routing_key, queue)
             message.ack()
             return
-        if self.held is not None and self.topology.queue_type != "classic":
-            # A second chunk delivered before the consumers were cancelled: still the
-            # dispatcher's release, so the next idle agent takes it.
+        if self.held is not None or not self._consuming:
+            # Delivered while this agent takes or holds another chunk (on quorum queues each
+            # chunk consumer has its own prefetch of one, and a delivery can arrive while the
+            # consumers are being cancelled): still the dispatcher's release, so it goes back
+            # to its queue for the next idle agent.
             message.requeue()
             return
         reason = self._decline_reason(msg)

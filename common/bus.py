@@ -24,12 +24,20 @@ from common.topology import Topology, broker_priority
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/json"
+# A confirm not back by then means a dead or partitioned connection (publisher connections
+# carry no AMQP heartbeats): the publish is retried on a new connection.
+CONFIRM_TIMEOUT_S = 5.0
 # Errors that mean "the broker is not there right now" rather than a bug.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, KombuError, OperationalError)
+# Errors after which a publish is tried again (on a fresh connection, maybe another node).
+PUBLISH_RETRY_ERRORS: tuple[type[BaseException], ...] = CONNECTION_ERRORS
 try:  # py-amqp's own errors (channel closed, connection forced, ...)
     import amqp.exceptions
 
     CONNECTION_ERRORS += (amqp.exceptions.AMQPError,)
+    # A nack: the broker did not take the message (a quorum queue electing a new leader
+    # after a node loss does this), so it is sent again; every consumer is idempotent.
+    PUBLISH_RETRY_ERRORS = CONNECTION_ERRORS + (amqp.exceptions.MessageNacked,)
 except ImportError:  # pragma: no cover - amqp is a kombu dependency
     pass
 
@@ -184,13 +192,15 @@ class Publisher:
                         content_type=CONTENT_TYPE,
                         content_encoding="utf-8",
                         headers=headers or {},
+                        confirm_timeout=None if self.bus.config.embedded_broker else CONFIRM_TIMEOUT_S,
                     )
                     return
-                except CONNECTION_ERRORS as exc:
+                except PUBLISH_RETRY_ERRORS as exc:
                     self._reset()
                     if time.monotonic() + delay > deadline:
                         raise BrokerUnavailable(f"cannot publish to the broker: {exc}") from exc
-                    log.warning("publish failed (%s); retrying in %.1fs", exc, delay)
+                    log.warning("publish failed (%s); retrying in %.1fs", str(exc) or type(exc).__name__,
+                                delay)
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
 

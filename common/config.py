@@ -28,6 +28,10 @@ class Config:
     # "classic", or "quorum" for a RabbitMQ cluster: the durable queues become replicated
     # quorum queues (docs/architecture.md, "Running on a RabbitMQ cluster").
     queue_type: str = "classic"
+    # AMQP heartbeats of the long-lived consuming connections (agents, dispatcher): a broker
+    # or a peer silent for about twice this long is taken as gone, so a partitioned agent
+    # reconnects and the broker drops its side. 0 turns them off.
+    amqp_heartbeat_s: float = 30.0
     database_url: str = ""
     namespace: str = "corral"
     data_dir: str = "var"
@@ -111,6 +115,8 @@ class Config:
                 raise ConfigError(f"CORRAL_BROKER_URL {url!r} must be amqp://... or memory://")
         if len(urls) > 1 and any(url.startswith("memory://") for url in urls):
             raise ConfigError("CORRAL_BROKER_URL: memory:// cannot be one of several broker addresses")
+        if self.amqp_heartbeat_s < 0:
+            raise ConfigError("CORRAL_AMQP_HEARTBEAT must be 0 (off) or a positive number of seconds")
         if self.queue_type not in QUEUE_TYPES:
             raise ConfigError(f"CORRAL_QUEUE_TYPE {self.queue_type!r} must be " + " or ".join(QUEUE_TYPES))
 
@@ -134,6 +140,7 @@ _ENV = {
     "CORRAL_DATABASE_URL": ("database_url", str),
     "CORRAL_NAMESPACE": ("namespace", str),
     "CORRAL_QUEUE_TYPE": ("queue_type", str),
+    "CORRAL_AMQP_HEARTBEAT": ("amqp_heartbeat_s", float),
     "CORRAL_DATA_DIR": ("data_dir", str),
     "CORRAL_HEARTBEAT_INTERVAL": ("heartbeat_interval_s", float),
     "CORRAL_AGENT_TIMEOUT": ("agent_timeout_s", float),

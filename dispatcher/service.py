@@ -109,7 +109,7 @@ class Dispatcher:
 
     def _consume(self) -> None:
         topo = self.bus.topology
-        with self.bus.connect(heartbeat=20) as conn:
+        with self.bus.connect(heartbeat=self.config.amqp_heartbeat_s) as conn:
             channel = conn.channel()
             self.bus.declare_core(channel)
             channel.basic_qos(0, PREFETCH, False)
