@@ -24,6 +24,7 @@ from common.topology import (
 from tests.conftest import farm_environment, missing, wait_for
 from tests.integration.farmproc import Farm, sleep_settings
 from tests.integration.logtimes import first_after
+from tests.integration.test_farm import chunk_rows
 from tests.rabbitnodes import RabbitCluster, RabbitNode, rabbitmq_available
 
 pytestmark = pytest.mark.integration
@@ -122,9 +123,7 @@ def test_losing_the_node_that_leads_the_dispatcher_queue_mid_task_loses_nothing(
         attempts = attempts_by_chunk(farm.env, task["id"])
         assert sorted(attempts) == list(range(30))
         assert all(outcomes.count("completed") == 1 for outcomes in attempts.values()), attempts
-        rows = Chunk.select().where(Chunk.task == task["id"]).dicts()
-        with database_proxy.connection_context():
-            frames = sorted(f for row in rows for f in row["frames_done"])
+        frames = sorted(f for row in chunk_rows(farm.env, task["id"]) for f in row["frames_done"])
         assert frames == list(range(1, 61))
 
         after = queues(survivor(rabbit_cluster, leader))
@@ -137,3 +136,24 @@ def test_losing_the_node_that_leads_the_dispatcher_queue_mid_task_loses_nothing(
         rabbit_cluster.restart(leader)
         wait_for(lambda: len(rabbit_cluster.running_nodes(leader)) == 3, timeout=60,
                  what=f"{leader.name} back in the cluster")
+
+
+def test_on_quorum_queues_a_high_priority_task_waits_behind_at_most_release_ahead_chunks(cluster_farm):
+    # Quorum queues deliver first in, first out; the dispatcher's bounded release decides the order.
+    farm = cluster_farm
+    farm.env["CORRAL_RELEASE_AHEAD"] = "1"
+    farm.gateway()
+    farm.dispatcher()
+    farm.agent("solo")
+    farm.wait_online(["solo"])
+    low = farm.submit("sleep", sleep_settings(1, 8, 1, 0.3), priority=10)
+    wait_for(lambda: farm.get(f"/tasks/{low['id']}")["status"] == "rendering", timeout=20,
+             what="the low task to start")
+    high = farm.submit("sleep", sleep_settings(1, 2, 1, 0.05), priority=90)
+    farm.wait_task(high["id"], timeout=30)
+    high_end = max(c["finished_at"] for c in chunk_rows(farm.env, high["id"]))
+    low_rows = chunk_rows(farm.env, low["id"])
+    started_after = [c for c in low_rows if c["started_at"] is None or c["started_at"] > high_end]
+    # One busy agent: the running low chunk and the one released ahead precede the high task.
+    assert len(started_after) >= 5, low_rows
+    farm.wait_task(low["id"], timeout=30)

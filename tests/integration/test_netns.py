@@ -112,7 +112,8 @@ def test_every_render_host_reports_its_own_address(lan_farm):
 def test_a_render_host_cut_off_mid_chunk_loses_it_to_another_host_and_is_told_its_lease_is_dead(
         lan, lan_farm):
     farm, hosts = lan_farm
-    task = farm.submit("sleep", sleep_settings(1, 8, 8, 1.5))
+    # Long enough that the cut-off agent still runs it when it is back and told to abort.
+    task = farm.submit("sleep", sleep_settings(1, 8, 8, 2.5))
     victim = wait_for(lambda: running_agent(farm.env, task["id"]), timeout=20, what="the chunk to start")
     other = next(name for name in hosts if name != victim)
     victim_log = farm.logdir / f"agent-{victim}.log"
