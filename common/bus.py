@@ -105,7 +105,14 @@ class Bus:
         for exchange in (topo.events, topo.chunks, topo.control, topo.dead):
             exchange(channel).declare()
         for queue in (topo.dispatcher_queue(), topo.heartbeat_queue(), topo.dead_queue()):
-            queue(channel).declare()
+            try:
+                queue(channel).declare()
+            except CONNECTION_ERRORS as exc:
+                if "inequivalent arg" in str(exc):
+                    log.error("queue %s exists with other arguments than CORRAL_QUEUE_TYPE=%s gives it (%s); "
+                              "every process of a namespace needs the same queue type (deploy/README.md)",
+                              queue.name, topo.queue_type, exc)
+                raise
 
     def publisher(self) -> Publisher:
         return Publisher(self)

@@ -13,6 +13,8 @@ import time
 import pytest
 import requests
 
+from common.bus import CONNECTION_ERRORS, Bus
+from common.config import load_config
 from common.db import open_database
 from common.models import Attempt, Chunk, database_proxy
 from common.topology import (
@@ -21,7 +23,7 @@ from common.topology import (
     dispatcher_queue_name,
     heartbeat_queue_name,
 )
-from tests.conftest import farm_environment, missing, wait_for
+from tests.conftest import delete_namespace_queues, farm_environment, missing, wait_for
 from tests.integration.farmproc import Farm, sleep_settings
 from tests.integration.logtimes import first_after
 from tests.integration.test_farm import chunk_rows
@@ -157,3 +159,19 @@ def test_on_quorum_queues_a_high_priority_task_waits_behind_at_most_release_ahea
     # One busy agent: the running low chunk and the one released ahead precede the high task.
     assert len(started_after) >= 5, low_rows
     farm.wait_task(low["id"], timeout=30)
+
+
+def test_a_queue_type_that_does_not_match_the_namespace_s_queues_is_named_in_the_log(broker_url, namespace,
+                                                                                     caplog):
+    classic = Bus(load_config({"CORRAL_BROKER_URL": broker_url, "CORRAL_NAMESPACE": namespace}))
+    quorum = Bus(load_config({"CORRAL_BROKER_URL": broker_url, "CORRAL_NAMESPACE": namespace,
+                              "CORRAL_QUEUE_TYPE": "quorum"}))
+    try:
+        with classic.connect() as conn:
+            classic.declare_core(conn.channel())
+        with quorum.connect() as conn, pytest.raises(CONNECTION_ERRORS):
+            quorum.declare_core(conn.channel())
+        assert f"queue {dispatcher_queue_name(namespace)} exists with other arguments than " \
+               "CORRAL_QUEUE_TYPE=quorum" in caplog.text
+    finally:
+        delete_namespace_queues(broker_url, namespace)
