@@ -56,4 +56,9 @@ def judge(results: Results) -> list[Target]:
         _below(results, "big task: compiled in < 10 s", "size_compiled_s", 10, "s"),
         _below(results, "big task: dispatcher peak RSS bounded", "size_rss_mb", RSS_BOUND_MB, "MiB"),
         _below(results, "big task: chunk queue depth bounded", "size_depth_max", BOUNDED_DEPTH, "msgs"),
+        _below(results, "GET /workers p99 < 50 ms", "api_get_workers_p99", 50, "ms"),
+        _below(results, "GET /metrics p99 < 250 ms (100k tasks, 1k workers)", "metrics_scrape_sqlite_p99",
+               250, "ms"),
+        _below(results, "GET /metrics p99 < 250 ms on PostgreSQL", "metrics_scrape_postgresql_p99",
+               250, "ms"),
     ]

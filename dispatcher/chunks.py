@@ -26,7 +26,7 @@ from common.models import (
     Chunk,
     Task,
 )
-from dispatcher import sql, tasks
+from dispatcher import sql, stats, tasks
 from dispatcher.context import Context
 from dispatcher.leases import free_worker, requeue
 from dispatcher.workers import worker_id
@@ -39,8 +39,9 @@ _dump = json.JSONEncoder(separators=(",", ":")).encode
 # The hot path (started, progress, completed) is hand-written SQL: a handful of
 # statements per event and no query building. Rare paths (failures, hand-backs)
 # load the peewee model and share the code in leases.py and tasks.py.
-_LIVE = ('SELECT id, task_id, "index", status, lease_id, worker_id, attempts, frames, frames_done, files, '
-         "log_tail FROM chunks WHERE id = ?")
+_LIVE = ('SELECT c.id, c.task_id, c."index", c.status, c.lease_id, c.worker_id, c.attempts, c.frames, '
+         "c.frames_done, c.files, c.log_tail, c.command, c.released_at, c.started_at, t.pool, t.created_at "
+         "FROM chunks c JOIN tasks t ON t.id = c.task_id WHERE c.id = ?")
 _START_CHUNK = "UPDATE chunks SET status = ?, worker_id = ?, started_at = ? WHERE id = ?"
 _START_ATTEMPT = ("INSERT INTO attempts (chunk_id, number, lease_id, worker_id, outcome, started_at, reason, "
                   "log_tail) VALUES (?, ?, ?, ?, ?, ?, '', '') ON CONFLICT DO NOTHING")
@@ -62,6 +63,13 @@ _TASK_DONE = ("UPDATE tasks SET status = ?, finished_at = ? WHERE id = ? AND NOT
               f"(SELECT 1 FROM chunks WHERE task_id = ? AND status IN ({_OPEN}))")
 
 
+@dataclasses.dataclass(frozen=True)
+class TaskRef:
+    id: int
+    pool: str
+    created_at: float
+
+
 @dataclasses.dataclass
 class LiveChunk:
     """The columns of a chunk the hot path reads; JSON columns stay text until needed."""
@@ -77,6 +85,16 @@ class LiveChunk:
     frames_done: str
     files: str
     log_tail: str
+    command: str
+    released_at: float | None
+    started_at: float | None
+    task_pool: str
+    task_created_at: float
+
+    @property
+    def task(self) -> TaskRef:
+        """What the metrics (dispatcher/stats.py) read of the chunk's task."""
+        return TaskRef(self.task_id, self.task_pool, self.task_created_at)
 
     def model(self) -> Chunk:
         """The full peewee row, for the rare paths."""
@@ -113,8 +131,9 @@ def on_started(ctx: Context, msg: messages.ChunkStarted) -> None:
 
 def mark_running(ctx: Context, chunk: LiveChunk, worker: int, agent: str) -> None:
     now = ctx.clock()
+    stats.chunk_started(chunk, chunk.task, now)
     sql.execute(_START_CHUNK, (RUNNING, worker, now, chunk.id))
-    chunk.status, chunk.worker_id = RUNNING, worker
+    chunk.status, chunk.worker_id, chunk.started_at = RUNNING, worker, now
     sql.execute(_START_ATTEMPT, (chunk.id, chunk.attempts, chunk.lease_id, worker, RUNNING, now))
     if sql.changed(_TASK_RENDERING, (RENDERING, chunk.task_id, QUEUED)):
         log.info("task %s: queued -> rendering", chunk.task_id)
@@ -164,6 +183,7 @@ def on_finished(ctx: Context, msg: messages.ChunkFinished) -> None:
     if chunk.status == RELEASED and msg.outcome in (COMPLETED, FAILED):
         mark_running(ctx, chunk, worker, msg.agent)
     free_worker(ctx, worker, msg.lease_id)
+    stats.chunk_finished(chunk, msg.outcome, ctx.clock())
     if msg.outcome == COMPLETED:
         complete(ctx, chunk, msg)
     elif msg.outcome == FAILED:

@@ -29,7 +29,7 @@ from common.config import Config
 from common.db import open_and_migrate
 from common.errors import BrokerUnavailable
 from common.models import database_proxy
-from dispatcher import chunks, release, tasks, workers
+from dispatcher import chunks, metrics, release, tasks, workers
 from dispatcher.burst import DB_ERRORS, Applier, Burst, Delivery, Failure
 from dispatcher.context import Context
 from dispatcher.identity import Verifier
@@ -65,7 +65,7 @@ class Dispatcher:
         self.bus = Bus(config)
         self.ctx = Context(config, clock)
         self.verifier = Verifier(config.agent_secret)
-        self.applier = Applier(self.ctx, HANDLERS, workers.on_heartbeats)
+        self.applier = Applier(self.ctx, HANDLERS, workers.on_heartbeats, observe=_observe)
         self.publisher: Publisher | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -97,7 +97,7 @@ class Dispatcher:
 
     def run(self) -> None:
         open_and_migrate(self.config.resolved_database_url)
-        self.publisher = self.bus.publisher()
+        self.publisher = metrics.instrument(self.bus.publisher())
         while not self._stopping.is_set():
             try:
                 self._consume()
@@ -116,8 +116,7 @@ class Dispatcher:
 
     def _consume(self) -> None:
         topo = self.bus.topology
-        with self.bus.connection(heartbeat=20) as conn:
-            conn.ensure_connection(max_retries=1)
+        with self.bus.connect(heartbeat=self.config.amqp_heartbeat_s) as conn:
             channel = conn.channel()
             self.bus.declare_core(channel)
             channel.basic_qos(0, PREFETCH, False)
@@ -127,8 +126,9 @@ class Dispatcher:
             # kombu's virtual transports (memory://) ignore ``multiple``: ack one by one there.
             self._multiple_ack = getattr(conn.transport, "driver_type", "") == "amqp"
             with Consumer(channel, queues=queues, on_message=self._collect):
-                log.info("dispatcher consuming from %s (namespace %s)",
-                         ", ".join(q.name for q in queues), topo.namespace)
+                log.info("dispatcher consuming from %s (namespace %s) on %s",
+                         ", ".join(q.name for q in queues), topo.namespace,
+                         conn.as_uri(include_password=False))
                 self.ctx.grace_until = self.ctx.clock() + self.config.agent_timeout_s
                 self.ready.set()
                 self._delay_s = FIRST_RECONNECT_DELAY_S
@@ -200,6 +200,8 @@ class Dispatcher:
             self.publisher.dead_letter(messages.encode(one), f"handler error: {failure.error!r}", one.kind,
                                        "dispatcher")
         self._acknowledge(burst.deliveries())
+        if burst.heartbeats:
+            metrics.heartbeats_applied(len(burst.heartbeats))
         for agent, key in self.ctx.issued_keys.items():
             self.verifier.remember(agent, key)
         self.ctx.issued_keys.clear()
@@ -231,7 +233,7 @@ class Dispatcher:
             database_proxy.connect(reuse_if_open=True)
             if due:
                 with self.applier.transaction():
-                    workers.check_lost(self.ctx)
+                    metrics.agents_lost(workers.check_lost(self.ctx))
                 if now >= self._next_sweep:
                     # The safety net: release even if no event asked for it.
                     self.ctx.release_wanted = True
@@ -256,17 +258,30 @@ class Dispatcher:
         """Release chunks once for the whole burst, in one transaction (see release.release)."""
         try:
             with self.applier.transaction():
-                release.release(self.ctx, self.publisher)
+                metrics.released(release.release(self.ctx, self.publisher))
         except BrokerUnavailable:
             self.ctx.release_wanted = True
             raise
 
 
-def run_dispatcher(config: Config) -> int:
+def _observe(kind: str, seconds: float) -> None:
+    """Per-event metrics; a burst's heartbeats are counted as a batch after the commit instead."""
+    if kind != messages.AgentHeartbeat.kind:
+        metrics.EVENTS.labels(kind).inc()
+        metrics.EVENT_SECONDS.labels(kind).observe(seconds)
+
+
+def run_dispatcher(config: Config, metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> int:
     """Foreground dispatcher for the CLI: SIGTERM or SIGINT stops it cleanly."""
     import signal
 
     dispatcher = Dispatcher(config)
+    if metrics_port is not None:
+        try:
+            metrics.serve(dispatcher, metrics_port, metrics_host)
+        except OSError as exc:
+            raise SystemExit(f"corral dispatcher: cannot serve metrics on {metrics_host}:{metrics_port}: "
+                             f"{exc.strerror or exc}") from None
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signum)
