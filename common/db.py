@@ -12,6 +12,8 @@ from pathlib import Path
 
 from peewee import Database, InterfaceError, OperationalError, PostgresqlDatabase, SqliteDatabase
 from playhouse.db_url import parse as parse_url
+from playhouse.migrate import SchemaMigrator
+from playhouse.migrate import migrate as migrate_columns
 from playhouse.shortcuts import ReconnectMixin
 
 from common import models
@@ -62,7 +64,14 @@ def _m1_initial(db: Database) -> None:
 # model's table as the models stand; later migrations must therefore be
 # idempotent (add a column only if it is missing, create tables with safe=True)
 # so that they are right both on databases made by an older release and on new ones.
-MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial]
+def _m_chunk_step(db: Database) -> None:
+    """chunks.step: the job-type step a chunk belongs to (render, video, ...)."""
+    if "step" not in {c.name for c in db.get_columns("chunks")}:
+        migrator = SchemaMigrator.from_database(db)
+        migrate_columns(migrator.add_column("chunks", "step", models.Chunk.step))
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m_chunk_step]
 
 
 def migrate(db: Database) -> int:

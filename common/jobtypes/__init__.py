@@ -107,7 +107,8 @@ def resolve_parser(jobtype: JobType, parser: Any) -> str:
     if parser is None or parser == "":
         return jobtype.steps[0].parser
     if not isinstance(parser, str) or parser not in jobtype.parsers:
-        raise ValidationError("parser", f"must be one of {', '.join(jobtype.parsers)} for type {jobtype.name}")
+        raise ValidationError("parser", f"must be one of {', '.join(jobtype.parsers)} "
+                                        f"for type {jobtype.name}")
     return parser
 
 

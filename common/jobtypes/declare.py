@@ -293,7 +293,8 @@ def _limits(r: _Reader, f: dict, path: Path) -> dict[str, Any]:
         names = r.names(f["env_allow"], (*path, "env_allow"))
         for i, pattern in enumerate(names):
             if not ENV_PATTERN_RE.match(pattern):
-                raise r.fail((*path, "env_allow", i), "must be an UPPER_CASE name, a prefix ending in *, or *")
+                raise r.fail((*path, "env_allow", i),
+                             "must be an UPPER_CASE name, a prefix ending in *, or *")
         values["env_allow"] = names
     if "stall_timeout_s" in f:
         values["stall_timeout_s"] = r.integer(f["stall_timeout_s"], (*path, "stall_timeout_s"), 0, 7 * 86400)

@@ -130,6 +130,12 @@ class JobType:
     def step(self, name: str) -> Step | None:
         return next((s for s in self.steps if s.name == name), None)
 
+    def validate(self, settings: dict[str, Any]) -> Any:
+        """``common.jobtypes.validate(self, settings)``: the normalised ``Validated`` settings."""
+        from common.jobtypes.validate import validate
+
+        return validate(self, settings)
+
 
 BUILTIN_PARSERS = ("blender_render", "sleep", "noop", "ffmpeg")
 CHUNK_TOKENS = ("frame_first", "frame_last", "frame_count", "frames",
@@ -243,7 +249,8 @@ def load_text(text: str, source: str) -> JobType:
     return declare(_Reader(source, marks), data, source)
 
 
-def walk_args(args: tuple[Arg, ...], conditions: tuple[str, ...] = ()) -> Iterator[tuple[str, tuple[str, ...]]]:
+def walk_args(args: tuple[Arg, ...],
+              conditions: tuple[str, ...] = ()) -> Iterator[tuple[str, tuple[str, ...]]]:
     """Every template of an argument list with the conditions it sits under."""
     for arg in args:
         if isinstance(arg, Group):

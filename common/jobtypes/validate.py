@@ -58,7 +58,7 @@ def env_matches(key: str, patterns: tuple[str, ...] | list[str]) -> bool:
 
 
 def validate(jobtype: JobType, raw: dict[str, Any]) -> Validated:
-    """The settings a task of ``jobtype`` may carry, normalised; raise ``ValidationError`` naming the field."""
+    """The settings a task of ``jobtype`` carries, normalised; ``ValidationError`` names a bad field."""
     known = {s.name for s in jobtype.settings} | {"frame_start", "frame_end"}
     for key in raw:
         if key not in known:
@@ -100,7 +100,8 @@ def _expand_default(jobtype: JobType, template: str, out: dict[str, Any]) -> str
         if part.name not in out:
             return None  # what it is made of is not set: no default either
         setting = jobtype.setting(part.name)
-        value = out[part.name] if part.filter == "value" or setting is None else setting.argument(out[part.name])
+        raw = out[part.name]
+        value = raw if part.filter == "value" or setting is None else setting.argument(raw)
         text += tokens.apply_filter(str(value), part.filter)
     return text
 
@@ -146,7 +147,8 @@ def _text(setting: Setting, value: Any) -> str:
     if not isinstance(value, str):
         raise ValidationError(_field(name), "must be a string")
     if not setting.min_length <= len(value) <= setting.max_length:
-        raise ValidationError(_field(name), f"must be {setting.min_length} to {setting.max_length} characters")
+        raise ValidationError(_field(name),
+                              f"must be {setting.min_length} to {setting.max_length} characters")
     if value.startswith("-") and not setting.allow_dash:
         raise ValidationError(_field(name), "must not start with '-'")
     if any(c in value for c in "\x00\n\r"):
@@ -168,7 +170,7 @@ def _env(name: str, env: Any) -> dict[str, str]:
 
 
 def _frames(setting: Setting, s: dict[str, Any]) -> framelib.Ranges:
-    """Frames from ``frames`` (a list string) or ``frame_start``/``frame_end``, within the setting's limits."""
+    """Frames from ``frames`` (a list string) or ``frame_start``/``frame_end``, within the limits."""
     lo = int(setting.min) if setting.min is not None else framelib.FRAME_MIN
     hi = int(setting.max) if setting.max is not None else framelib.FRAME_MAX
     if "frames" in s:
@@ -220,7 +222,8 @@ def _check_leading_dashes(jobtype: JobType, out: dict[str, Any]) -> None:
                 value = out.get(first.name)
                 if setting is not None and value is not None and not setting.allow_dash \
                         and setting.argument(value).startswith("-"):
-                    raise ValidationError(_field(first.name), "must not start with '-' (it opens an argument)")
+                    raise ValidationError(_field(first.name),
+                                          "must not start with '-' (it opens an argument)")
 
 
 def _negative_frames(jobtype: JobType, out: dict[str, Any]) -> None:
