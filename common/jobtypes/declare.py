@@ -73,6 +73,8 @@ def _type_of(settings: list[Setting], name: str) -> str:
 
 
 def _setting(r: _Reader, name: Any, raw: Any, path: Path) -> Setting:
+    if isinstance(name, bool):
+        raise r.fail(path, "YAML reads on/off/yes/no/true/false as booleans: quote the setting's name")
     r.string(name, path, NAME_RE)
     if name in ("frame_start", "frame_end"):
         raise r.fail(path, "frame_start and frame_end are how the frames setting is also given")
