@@ -99,7 +99,8 @@ def blender_spec(executable: str, allow_python: bool) -> CommandSpec:
 
 
 def ffmpeg_encode_spec(ffmpeg: str) -> CommandSpec:
-    return CommandSpec("ffmpeg_encode", sys.executable, ("-m", "agent.children.encode_frames", "--ffmpeg", ffmpeg))
+    lead = ("-m", "agent.children.encode_frames", "--ffmpeg", ffmpeg)
+    return CommandSpec("ffmpeg_encode", sys.executable, lead)
 
 
 def builtin_commands(config: Config) -> tuple[dict[str, CommandSpec], dict[str, str]]:

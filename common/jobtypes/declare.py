@@ -73,9 +73,7 @@ def _type_of(settings: list[Setting], name: str) -> str:
 
 
 def _setting(r: _Reader, name: Any, raw: Any, path: Path) -> Setting:
-    if isinstance(name, bool):
-        raise r.fail(path, "YAML reads on/off/yes/no/true/false as booleans: quote the setting's name")
-    r.string(name, path, NAME_RE)
+    _setting_name(r, name, path)
     if name in ("frame_start", "frame_end"):
         raise r.fail(path, "frame_start and frame_end are how the frames setting is also given")
     f = r.mapping(raw, path, SETTING_FIELDS, required=("type",))
@@ -101,6 +99,12 @@ def _setting(r: _Reader, name: Any, raw: Any, path: Path) -> Setting:
     if "default" in f:
         values["default"] = f["default"]
     return Setting(**values)
+
+
+def _setting_name(r: _Reader, name: Any, path: Path) -> None:
+    if isinstance(name, bool):
+        raise r.fail(path, "YAML reads on/off/yes/no/true/false as booleans: quote the setting's name")
+    r.string(name, path, NAME_RE)
 
 
 def _only(r: _Reader, path: Path, key: str, kind: str, kinds: tuple[str, ...]) -> None:

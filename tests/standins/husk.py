@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(seconds / 2)
             percent = int(100 * (i + part / 2) / args.frame_count)
             print(f"ALF_PROGRESS {percent}%", flush=True)
-        path = re.sub(r"\$F(\d*)", lambda m: str(frame).zfill(int(m.group(1) or 1)), args.output)
+        path = re.sub(r"\$F(\d*)", lambda m, f=frame: str(f).zfill(int(m.group(1) or 1)), args.output)
         if args.make_output_path:
             os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8") as handle:

@@ -46,7 +46,8 @@ def finished(events) -> list[ChunkFinished]:
 def chunk(chunk_id: int, command: str = "noop", **kw) -> ChunkAssign:
     frames = kw.pop("frames", [[1, 2]])
     # What the compiler gives the sleep job type's chunks: the sleeper's arguments.
-    params = {"args": [f"--frames={format_ranges(frames)}", "--seconds", "0.05"]} if command == "sleep" else {}
+    args = [f"--frames={format_ranges(frames)}", "--seconds", "0.05"]
+    params = {"args": args} if command == "sleep" else {}
     return ChunkAssign(chunk_id=chunk_id, task_id=kw.pop("task_id", 1), lease_id=f"L{chunk_id}",
                        attempt=1, command=command, parser=command, params=params, frames=frames, **kw)
 

@@ -20,7 +20,8 @@ def studio(tmp_path):
     (types / "broken.yaml").write_text("name: broken\nversion: 1\nsettings: {}\nsteps: []\n")
     db = open_and_migrate(f"sqlite:///{tmp_path}/c.db")
     config = load_config({}, admin_token=ADMIN, storage_roots=(str(tmp_path),), job_types_dir=str(types))
-    yield testing.TestClient(create_app(config, RecordingPublisher(), clock=lambda: NOW), headers=AUTH), tmp_path
+    app = create_app(config, RecordingPublisher(), clock=lambda: NOW)
+    yield testing.TestClient(app, headers=AUTH), tmp_path
     db.close()
 
 

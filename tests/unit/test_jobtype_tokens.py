@@ -89,8 +89,9 @@ def test_conditions_pick_groups_and_frames_contiguous_follows_the_chunk():
     assert render_args(args, scope([[1, 3]])) == ["1-3"]
     from common.jobtypes.schema import Group
 
-    group = (Group(("frames_contiguous",), ("-s", "{frame_first}")), Group(("not frames_contiguous",), ("-f",)),
-             Group(("flag", "label"), ("both",)), Group(("flag", "label"), ("any",), any=True))
+    group = (Group(("frames_contiguous",), ("-s", "{frame_first}")),
+             Group(("not frames_contiguous",), ("-f",)), Group(("flag", "label"), ("both",)),
+             Group(("flag", "label"), ("any",), any=True))
     assert render_args(group, scope([[1, 3]], flag=True)) == ["-s", "1", "any"]
     assert render_args(group, scope([[1, 1], [3, 3]], label="x")) == ["-f", "any"]
 

@@ -229,6 +229,7 @@ def _regex_spec(file_name: str) -> dict:
 def test_the_husk_regex_parser_reads_alfred_progress_from_the_stand_in(tmp_path):
     import subprocess
     import sys
+    from pathlib import Path
 
     from agent.parsers import PARSERS
 
@@ -237,7 +238,8 @@ def test_the_husk_regex_parser_reads_alfred_progress_from_the_stand_in(tmp_path)
     run = subprocess.run([sys.executable, "-m", "tests.standins.husk", str(tmp_path / "shot.usd"),
                           "--renderer", "BRAY_HdKarma", "--frame", "5", "--frame-count", "4", "--output",
                           str(out), "--make-output-path", "--verbose", "a2"],
-                         capture_output=True, text=True, check=True, env={"HOUDINI_STANDIN_SECONDS_PER_FRAME": "0"})
+                         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2],
+                         env={"HOUDINI_STANDIN_SECONDS_PER_FRAME": "0"})
     lines = run.stdout.splitlines()
     assert "ALF_PROGRESS 12%" in lines and lines[-1] == "ALF_PROGRESS 100%"
     parser = PARSERS["regex"]([5, 6, 7, 8], _regex_spec("husk.yaml"))
