@@ -203,7 +203,8 @@ def cmd_task(args: argparse.Namespace) -> int:
     print(f"{'chunks':>13}: {task['chunks_total']}" + (f" ({counts})" if counts else ""))
     if chunks:
         rows = [[c["index"], c.get("step", ""), ranges(c["frames"]), f"{c['frames_done']}/{c['frame_count']}",
-                 c["status"], c["attempts"], c["failures"], c["worker"], (c["error"] or "")[:60]] for c in chunks]
+                 c["status"], c["attempts"], c["failures"], c["worker"], (c["error"] or "")[:60]]
+                for c in chunks]
         print()
         print(table(CHUNK_COLUMNS, rows))
     return EXIT_OK
