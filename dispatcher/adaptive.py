@@ -1,8 +1,8 @@
 """Adaptive chunking: a step that asks for ``chunk_target_s`` gets chunks sized from measured frame times.
 
 The compiler cuts an adaptive step into chunks of ``chunk_min`` frames. Each
-time a chunk of the step completes, ``on_chunk_completed`` measures seconds
-per frame over the step's last ``WINDOW`` completed chunks and re-shapes the
+time a chunk of the step completes, ``on_chunk_completed`` takes the slowest
+seconds per frame of the step's last ``WINDOW`` completed chunks and re-shapes the
 *next* pending chunk of the step to ``chunk_target_s / seconds_per_frame``
 frames (within ``chunk_min``..``chunk_max``): it absorbs the pending chunks
 after it, or, when frames got slower since it was last sized, hands its tail
@@ -39,15 +39,18 @@ def next_size(target_s: float, seconds_per_frame: float, lo: int, hi: int) -> in
 
 
 def seconds_per_frame(task_id: int, step: str) -> float | None:
-    """Measured over the step's most recently finished chunks; None before the first one."""
+    """The slowest per-frame time of the step's last ``WINDOW`` finished chunks; None before the first.
+
+    The slowest, not the mean: a chunk that runs past its target holds an agent
+    and costs more on a retry than one that ends early, so sizes shrink at once
+    when frames get slower and grow back only when the recent chunks are all fast.
+    """
     rows = list(Chunk.select(Chunk.started_at, Chunk.finished_at, Chunk.frame_count)
                 .where(Chunk.task == task_id, Chunk.step == step, Chunk.status == COMPLETED,
                        Chunk.started_at.is_null(False), Chunk.finished_at.is_null(False))
                 .order_by(Chunk.finished_at.desc()).limit(WINDOW).tuples())
-    frames = sum(count for _, _, count in rows)
-    if not frames:
-        return None
-    return max(0.0, sum(end - start for start, end, _ in rows)) / frames
+    times = [max(0.0, end - start) / count for start, end, count in rows if count]
+    return max(times) if times else None
 
 
 def on_chunk_completed(ctx: Context, task: Task, chunk: Chunk) -> None:

@@ -85,10 +85,10 @@ def test_chunks_start_small_grow_on_fast_frames_and_shrink_when_frames_get_slowe
         if assign.command == "sleep" and assign.frames:
             sizes.append(framelib.count(assign.frames))
         run_timed(farm, assign, lambda f: 0.1 if f < slow_from else 0.5)
-    # 1 frame to measure; 0.1 s/frame -> 8 (the max); then the window of the last three
-    # chunks takes in the slow frames and the size falls to target / 0.5 s = 2.
-    assert sizes[:6] == [1, 8, 8, 4, 3, 2]
-    assert set(sizes[6:]) == {2}
+    # 1 frame to measure; 0.1 s/frame -> 8 (the max); chunk 10-17 ran 0.45 s/frame, the
+    # slowest of the recent chunks, so the size falls at once to round(1.0 / 0.45) = 2.
+    assert sizes[:4] == [1, 8, 8, 2]
+    assert set(sizes[4:-1]) == {2} and sizes[-1] == 1  # 40 = 1 + 8 + 8 + 11 * 2 + 1
     assert sum(sizes) == 40
     task = Task.get_by_id(tid)
     assert (task.status, task.frames_done) == ("completed", 40)
