@@ -44,6 +44,8 @@ def step_body(step: Step, full: bool) -> dict[str, Any]:
         body["chunk_size"] = step.chunk_size
     if step.when:
         body["when"] = list(step.when)
+    if step.pool:
+        body["pool"] = step.pool
     if full:
         body["args"] = args_body(step.args)
         body["env_allow"] = list(step.env_allow)

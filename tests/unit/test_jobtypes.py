@@ -180,3 +180,23 @@ def test_negative_frames_are_refused_where_a_frame_token_opens_an_argument():
     with pytest.raises(ValidationError) as err:
         load_text(GOOD, "f.yaml").validate({"frames": "-3--1", "cache": "/c"})
     assert err.value.field == "settings.frames"
+
+
+def test_every_job_type_in_the_docs_loads_and_the_built_in_ones_are_the_shipped_files():
+    import re
+
+    text = (DOCS.parent / "jobtypes.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S)
+              if b.startswith(("name:", "#")) and "\nsteps:" in b and "[...]" not in b]  # not the sketch
+    loaded = {load_text(b, "docs/jobtypes.md").name: b for b in blocks}
+    assert {"blender_render", "sleep", "noop", "husk_render", "nuke_comp", "sim_render_encode"} <= set(loaded)
+    for jt in jobtypes.registry().values():
+        assert loaded[jt.name] == Path(jt.source).read_text(), jt.name
+    for name in ("husk", "nuke"):
+        jt = load_file(DOCS / f"{name}.yaml")
+        assert loaded[jt.name] == (DOCS / f"{name}.yaml").read_text()
+
+
+def test_a_yaml_boolean_as_a_setting_name_is_explained():
+    with pytest.raises(JobTypeError, match="YAML reads on/off/yes/no/true/false as booleans"):
+        load_text(GOOD.replace("  seed: {", "  on: {"), "f.yaml")
