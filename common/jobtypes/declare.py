@@ -105,6 +105,8 @@ def _setting_name(r: _Reader, name: Any, path: Path) -> None:
     if isinstance(name, bool):
         raise r.fail(path, "YAML reads on/off/yes/no/true/false as booleans: quote the setting's name")
     r.string(name, path, NAME_RE)
+    if name in CHUNK_TOKENS and name != "frames":
+        raise r.fail(path, f"{name!r} is the name of a chunk token; choose another")
 
 
 def _only(r: _Reader, path: Path, key: str, kind: str, kinds: tuple[str, ...]) -> None:

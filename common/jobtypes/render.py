@@ -15,7 +15,7 @@ from typing import Any
 
 from common import frames as framelib
 from common.jobtypes import tokens
-from common.jobtypes.schema import Arg, Group, JobType, Setting
+from common.jobtypes.schema import CHUNK_TOKENS, Arg, Group, JobType, Setting
 from common.jobtypes.tokens import TemplateError
 
 FRAME_INT_TOKENS = ("frame_first", "frame_last", "frame_count", "task_frame_first", "task_frame_last")
@@ -28,6 +28,11 @@ class Scope:
     jobtype: JobType
     values: dict[str, Any]
     frames: framelib.Ranges  # the chunk's; [] for a single-chunk step
+    # Arguments that do not depend on the chunk, rendered once per task (a 100,000-chunk compile).
+    constant: dict[Any, str] = dataclasses.field(default_factory=dict)
+
+    def for_chunk(self, frames: framelib.Ranges) -> Scope:
+        return dataclasses.replace(self, frames=frames)
 
     def holds(self, condition: str) -> bool:
         negate = condition.startswith("not ")
@@ -61,16 +66,35 @@ def render_args(args: tuple[Arg, ...], scope: Scope) -> list[str]:
     out: list[str] = []
     for arg in args:
         if isinstance(arg, Group):
-            test = any if arg.any else all
-            if test(scope.holds(c) for c in arg.when):
+            if _group_holds(arg, scope):
                 out += render_args(arg.args, scope)
         else:
             out.append(render(arg, scope))
     return out
 
 
+def _group_holds(group: Group, scope: Scope) -> bool:
+    """Conditions on settings are the same for every chunk: decided once per task."""
+    if "frames_contiguous" in "".join(group.when):
+        return (any if group.any else all)(scope.holds(c) for c in group.when)
+    key = ("group", id(group))
+    if key not in scope.constant:
+        scope.constant[key] = "1" if (any if group.any else all)(scope.holds(c) for c in group.when) else ""
+    return scope.constant[key] == "1"
+
+
 def render(template: str, scope: Scope) -> str:
     """One argument: the template with its tokens replaced; raise ``TemplateError`` if it cannot be."""
+    cached = scope.constant.get(template)
+    if cached is not None:
+        return cached
+    text = _render(template, scope)
+    if not any(isinstance(p, tokens.Token) and p.name in CHUNK_TOKENS for p in _parts(template)):
+        scope.constant[template] = text
+    return text
+
+
+def _render(template: str, scope: Scope) -> str:
     text = ""
     for i, part in enumerate(_parts(template)):
         if isinstance(part, str):

@@ -7,6 +7,7 @@ the line PyYAML's node marks give for the field at fault.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -120,8 +121,12 @@ class JobType:
     steps: tuple[Step, ...]
     source: str = ""
 
+    @functools.cached_property
+    def _by_name(self) -> dict[str, Setting]:
+        return {s.name: s for s in self.settings}
+
     def setting(self, name: str) -> Setting | None:
-        return next((s for s in self.settings if s.name == name), None)
+        return self._by_name.get(name)
 
     @property
     def parsers(self) -> tuple[str, ...]:

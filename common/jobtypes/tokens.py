@@ -9,6 +9,7 @@ setting allows it (``allow_dash``), so a value never becomes a flag.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import posixpath
 import re
 
@@ -57,8 +58,13 @@ def parse(template: str) -> list[Part]:
     return parts
 
 
+@functools.lru_cache(maxsize=4096)
+def _tokens(template: str) -> tuple[Token, ...]:
+    return tuple(p for p in parse(template) if isinstance(p, Token))
+
+
 def tokens_of(template: str) -> list[Token]:
-    return [p for p in parse(template) if isinstance(p, Token)]
+    return list(_tokens(template))
 
 
 def apply_filter(value: str, name: str) -> str:

@@ -52,9 +52,11 @@ def compile_task(jobtype: JobType | str, settings: dict[str, Any], directory: st
             continue
         depends = tuple(i for name in step.after for i in indices.get(name, ()))
         first = len(chunks)
+        shared = step_params(jt, step, values)
         for frames in plan_frames(step, values):
-            chunks.append(ChunkSpec(len(chunks), step.command, frames, chunk_params(jt, step, values, frames),
-                                    step.parser, depends, step.name))
+            params = {"args": chunk_args(step, scope.for_chunk(frames)), **shared}
+            chunks.append(ChunkSpec(len(chunks), step.command, frames, params, step.parser, depends,
+                                    step=step.name))
         indices[step.name] = range(first, len(chunks))
     return chunks
 
@@ -81,12 +83,20 @@ def initial_size(step: Step, values: dict[str, Any]) -> int:
 
 def chunk_params(jt: JobType, step: Step, values: dict[str, Any], frames: Ranges) -> dict[str, Any]:
     """What the agent gets for one chunk of ``step`` over ``frames`` (``values``: paths resolved)."""
+    return {"args": chunk_args(step, Scope(jt, values, frames)), **step_params(jt, step, values)}
+
+
+def chunk_args(step: Step, scope: Scope) -> list[str]:
     try:
-        args = render_args(step.args, Scope(jt, values, frames))
+        return render_args(step.args, scope)
     except TemplateError as exc:
         raise CompileError(f"step {step.name}: {exc}") from None
-    params: dict[str, Any] = {"args": args, "env": step_env(jt, step, values),
-                              "paths": step_paths(jt, step, values), "done_on_exit": step.done_on_exit}
+
+
+def step_params(jt: JobType, step: Step, values: dict[str, Any]) -> dict[str, Any]:
+    """The params every chunk of a step shares (all but ``args``)."""
+    params: dict[str, Any] = {"env": step_env(jt, step, values), "paths": step_paths(jt, step, values),
+                              "done_on_exit": step.done_on_exit}
     if step.regex is not None:
         params["parser_spec"] = step.regex.as_dict()
     if step.stall_timeout_s is not None:
