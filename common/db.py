@@ -64,6 +64,11 @@ def _m1_initial(db: Database) -> None:
 # model's table as the models stand; later migrations must therefore be
 # idempotent (add a column only if it is missing, create tables with safe=True)
 # so that they are right both on databases made by an older release and on new ones.
+def _m_farm_counts(db: Database) -> None:
+    """The durable counters behind corral_chunks_finished_total and the chunk histograms."""
+    db.create_tables([models.FarmCount], safe=True)
+
+
 def _m_chunk_step(db: Database) -> None:
     """chunks.step: the job-type step a chunk belongs to (render, video, ...)."""
     if "step" not in {c.name for c in db.get_columns("chunks")}:
@@ -71,7 +76,7 @@ def _m_chunk_step(db: Database) -> None:
         migrate_columns(migrator.add_column("chunks", "step", models.Chunk.step))
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m_chunk_step]
+MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m_farm_counts, _m_chunk_step]
 
 
 def migrate(db: Database) -> int:
