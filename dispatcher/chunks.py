@@ -26,7 +26,7 @@ from common.models import (
     Chunk,
     Task,
 )
-from dispatcher import sql, stats, tasks
+from dispatcher import sql, stats, steps, tasks
 from dispatcher.context import Context
 from dispatcher.leases import free_worker, requeue
 from dispatcher.workers import worker_id
@@ -40,7 +40,8 @@ _dump = json.JSONEncoder(separators=(",", ":")).encode
 # statements per event and no query building. Rare paths (failures, hand-backs)
 # load the peewee model and share the code in leases.py and tasks.py.
 _LIVE = ('SELECT c.id, c.task_id, c."index", c.status, c.lease_id, c.worker_id, c.attempts, c.frames, '
-         "c.frames_done, c.files, c.log_tail, c.command, c.released_at, c.started_at, t.pool, t.created_at "
+         "c.frames_done, c.files, c.log_tail, c.command, c.released_at, c.started_at, c.step, t.pool, "
+         "t.created_at, t.type "
          "FROM chunks c JOIN tasks t ON t.id = c.task_id WHERE c.id = ?")
 _START_CHUNK = "UPDATE chunks SET status = ?, worker_id = ?, started_at = ? WHERE id = ?"
 _START_ATTEMPT = ("INSERT INTO attempts (chunk_id, number, lease_id, worker_id, outcome, started_at, reason, "
@@ -65,9 +66,12 @@ _TASK_DONE = ("UPDATE tasks SET status = ?, finished_at = ? WHERE id = ? AND NOT
 
 @dataclasses.dataclass(frozen=True)
 class TaskRef:
+    """What the metrics and the step lookup read of a chunk's task."""
+
     id: int
     pool: str
     created_at: float
+    type: str
 
 
 @dataclasses.dataclass
@@ -88,13 +92,15 @@ class LiveChunk:
     command: str
     released_at: float | None
     started_at: float | None
+    step: str
     task_pool: str
     task_created_at: float
+    task_type: str
 
     @property
     def task(self) -> TaskRef:
         """What the metrics (dispatcher/stats.py) read of the chunk's task."""
-        return TaskRef(self.task_id, self.task_pool, self.task_created_at)
+        return TaskRef(self.task_id, self.task_pool, self.task_created_at, self.task_type)
 
     def model(self) -> Chunk:
         """The full peewee row, for the rare paths."""
@@ -210,8 +216,11 @@ def complete(ctx: Context, chunk: LiveChunk, msg: messages.ChunkFinished) -> Non
     sql.execute(_COMPLETED, (done, files, tail, COMPLETED, msg.finished_at, chunk.id))
     _count_frames(chunk, added)
     log.info("chunk %s (task %s #%s): running -> completed", chunk.id, chunk.task_id, chunk.index)
-    if sql.one(_HAS_BLOCKED, (chunk.task_id, BLOCKED)):
-        tasks.after_chunk_completed(ctx, Task.get_by_id(chunk.task_id))
+    step = steps.step_of(ctx, chunk.task, chunk)  # type: ignore[arg-type]
+    adaptive = step is not None and step.chunk_target_s is not None
+    if adaptive or sql.one(_HAS_BLOCKED, (chunk.task_id, BLOCKED)):
+        # Adaptive sizing or waiting dependents: the general path.
+        tasks.after_chunk_completed(ctx, Task.get_by_id(chunk.task_id), chunk.model())
     elif sql.changed(_TASK_DONE, (COMPLETED, ctx.clock(), chunk.task_id, chunk.task_id,
                                   *tasks.NOT_COMPLETED)):
         log.info("task %s: -> completed", chunk.task_id)
@@ -226,7 +235,8 @@ def fail_attempt(ctx: Context, chunk: Chunk, reason: str, log_tail: str) -> None
     chunk.failures = failures
     if chunk.worker_id is not None:
         count_failure(ctx, task, chunk.worker_id)
-    if failures > task.max_retries:
+    retries = steps.max_retries(ctx, task, chunk)
+    if failures > retries:
         Chunk.update(status=FAILED, finished_at=ctx.clock(), lease_id=None).where(
             Chunk.id == chunk.id).execute()
         frames = framelib.format_ranges(chunk.frames) or "none"
@@ -234,5 +244,5 @@ def fail_attempt(ctx: Context, chunk: Chunk, reason: str, log_tail: str) -> None
                                    f"{failures} times; last: {reason}")
         return
     log.warning("chunk %s (task %s #%s): attempt failed (%s); retry %d of %d",
-                chunk.id, task.id, chunk.index, reason, failures, task.max_retries)
+                chunk.id, task.id, chunk.index, reason, failures, retries)
     requeue(ctx, chunk)
