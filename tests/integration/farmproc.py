@@ -52,8 +52,9 @@ class Farm:
         except requests.RequestException:
             return False
 
-    def dispatcher(self) -> subprocess.Popen:
-        return self._spawn("dispatcher", "dispatcher")
+    def dispatcher(self, name: str = "dispatcher") -> subprocess.Popen:
+        """A ``corral dispatcher``; start several under different names for standbys."""
+        return self._spawn(name, "dispatcher")
 
     def agent(self, name: str, *pools: str) -> subprocess.Popen:
         args = ["agent", "--name", name]
