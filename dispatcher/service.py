@@ -126,10 +126,10 @@ class Dispatcher:
         topo = self.bus.topology
         with self.bus.connection(heartbeat=self.leader.amqp_heartbeat_s) as conn:
             conn.ensure_connection(max_retries=1)
-            if not self.leader.wait_until_active(self._stopping, conn.heartbeat_check):
-                return
             channel = conn.channel()
             self.bus.declare_core(channel)
+            if not self.leader.wait_until_active(self._stopping, conn.heartbeat_check):
+                return
             channel.basic_qos(0, PREFETCH, False)
             queues = [topo.dispatcher_queue(), topo.heartbeat_queue()]
             # Unacknowledged heartbeats of a lost connection come back by redelivery.
