@@ -39,8 +39,8 @@ def test_a_signed_heartbeat_dead_lettered_for_want_of_a_key_passes_its_check_whe
         producer.publish(beat, exchange=topology.events_exchange_name(ns), routing_key="agent.heartbeat",
                          content_type="application/json",
                          headers={signing.AGENT_HEADER: "ghost", signing.SIG_HEADER: signing.sign(key, beat)})
-        producer.publish(b"not json", exchange=topology.events_exchange_name(ns), routing_key="chunk.progress",
-                         content_type="application/json")
+        producer.publish(b"not json", exchange=topology.events_exchange_name(ns),
+                         routing_key="chunk.progress", content_type="application/json")
     letters = wait_for(lambda: (lambda rows: rows if len(rows) == 2 else None)(dead_letters(farm)),
                        timeout=15, what="two dead letters")
     by_key = {row["routing_key"]: row for row in letters}
