@@ -156,10 +156,11 @@ class Leader:
             row = DispatcherLeader.get(DispatcherLeader.namespace == self.namespace)
         return row
 
-    def wait_until_active(self, stopping: threading.Event, keepalive: Callable[[], None]) -> bool:
+    def wait_until_active(self, stopping: threading.Event, idle: Callable[[float], None]) -> bool:
         """Stand by until this dispatcher is active (True) or ``stopping`` is set (False).
 
-        ``keepalive`` runs between attempts (the broker connection's heartbeat).
+        ``idle(seconds)`` waits between attempts while keeping the broker connection alive
+        (reading and sending AMQP heartbeats), so a standby is ready to consume at once.
         """
         announced = False
         while not stopping.is_set():
@@ -173,8 +174,7 @@ class Leader:
                 log.info("dispatcher %s: standing by (namespace %s is led by %s)", self.identity,
                          self.namespace, self.holder() or "?")
                 announced = True
-            keepalive()
-            stopping.wait(self.lease_s / POLLS_PER_LEASE)
+            idle(self.lease_s / POLLS_PER_LEASE)
         return False
 
     def holder(self) -> str:

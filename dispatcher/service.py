@@ -128,7 +128,7 @@ class Dispatcher:
             conn.ensure_connection(max_retries=1)
             channel = conn.channel()
             self.bus.declare_core(channel)
-            if not self.leader.wait_until_active(self._stopping, conn.heartbeat_check):
+            if not self.leader.wait_until_active(self._stopping, functools.partial(_idle, conn)):
                 return
             channel.basic_qos(0, PREFETCH, False)
             queues = [topo.dispatcher_queue(), topo.heartbeat_queue()]
@@ -195,7 +195,8 @@ class Dispatcher:
                queue: str = "") -> bool:
         """Apply a message (or a batch, with ``message`` None) in one transaction.
 
-        True when it may be acknowledged; on a database error the caller requeues.
+        True when it may be acknowledged. On a database error the message is requeued and
+        LeadershipLost raised: the dispatcher stops consuming until the database answers again.
         """
         try:
             database_proxy.connect(reuse_if_open=True)
@@ -213,10 +214,11 @@ class Dispatcher:
             self.ctx.outbox.clear()
             self.ctx.issued_keys.clear()
             database_proxy.close()
-            self._stopping.wait(1.0)
             if message is not None:
                 message.requeue()
-            return False
+            # Stop consuming: what this dispatcher holds goes back to the queue, to be applied by
+            # whichever dispatcher gets the database (this one again, once it answers).
+            raise LeadershipLost(f"the database does not answer ({exc})") from exc
         except Exception as exc:  # noqa: BLE001 - a bug must not stop the farm
             log.exception("cannot apply %s; dead-lettering it", _kind(msg))
             self.ctx.outbox.clear()
@@ -233,13 +235,15 @@ class Dispatcher:
         beats, self._beats = self._beats, []
         if not beats:
             return
-        if self._apply(_apply_heartbeats, [b for b, _ in beats], None):
-            for _, delivery in beats:
-                delivery.ack()
-            self._flush_outbox()
-        else:
+        try:
+            self._apply(_apply_heartbeats, [b for b, _ in beats], None)
+        except LeadershipLost:
             for _, delivery in beats:
                 delivery.requeue()
+            raise
+        for _, delivery in beats:
+            delivery.ack()
+        self._flush_outbox()
 
     def _flush_outbox(self) -> None:
         outbox, self.ctx.outbox = self.ctx.outbox, []
@@ -284,6 +288,15 @@ class Dispatcher:
             database_proxy.close()
             self.ctx.release_wanted = True
             self._stopping.wait(1.0)
+
+
+def _idle(conn: Any, seconds: float) -> None:
+    """Wait on a connection that consumes nothing, answering the broker's heartbeats."""
+    try:
+        conn.drain_events(timeout=seconds)
+    except TimeoutError:
+        pass
+    conn.heartbeat_check()
 
 
 def _apply_heartbeats(ctx: Context, beats: list[messages.AgentHeartbeat]) -> None:

@@ -35,10 +35,10 @@ class Farm:
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}"
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
+    def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([*CORRAL, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen([*CORRAL, *args], env={**self.env, **(env or {})}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         return proc
 
@@ -52,9 +52,10 @@ class Farm:
         except requests.RequestException:
             return False
 
-    def dispatcher(self, name: str = "dispatcher") -> subprocess.Popen:
-        """A ``corral dispatcher``; start several under different names for standbys."""
-        return self._spawn(name, "dispatcher")
+    def dispatcher(self, name: str = "dispatcher", env: dict[str, str] | None = None) -> subprocess.Popen:
+        """A ``corral dispatcher``; start several under different names for standbys. ``env``
+        overrides the farm's environment for this process only."""
+        return self._spawn(name, "dispatcher", env=env)
 
     def agent(self, name: str, *pools: str) -> subprocess.Popen:
         args = ["agent", "--name", name]
