@@ -209,7 +209,7 @@ class Dispatcher:
             self.ctx.issued_keys.clear()
             raise
         except DB_ERRORS as exc:
-            # The database is away: keep the message, retry after a pause.
+            # The database is away: give the message back and stand by until it answers.
             log.warning("database error applying %s (%s); will retry", _kind(msg), exc)
             self.ctx.outbox.clear()
             self.ctx.issued_keys.clear()
