@@ -73,7 +73,12 @@ def _m_standby_dispatchers(db: Database) -> None:
 # model's table as the models stand; later migrations must therefore be
 # idempotent (add a column only if it is missing, create tables with safe=True)
 # so that they are right both on databases made by an older release and on new ones.
-MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m_standby_dispatchers]
+def _m_farm_counts(db: Database) -> None:
+    """The durable counters behind corral_chunks_finished_total and the chunk histograms."""
+    db.create_tables([models.FarmCount], safe=True)
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m_farm_counts, _m_standby_dispatchers]
 
 
 def migrate(db: Database) -> int:

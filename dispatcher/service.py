@@ -23,7 +23,7 @@ from common.config import Config
 from common.db import open_and_migrate
 from common.errors import BrokerUnavailable
 from common.models import database_proxy
-from dispatcher import chunks, leases, release, tasks, workers
+from dispatcher import chunks, leases, metrics, release, tasks, workers
 from dispatcher.context import Context
 from dispatcher.identity import Verifier
 from dispatcher.leader import Leader, LeadershipLost
@@ -99,7 +99,7 @@ class Dispatcher:
 
     def run(self) -> None:
         open_and_migrate(self.config.resolved_database_url)
-        self.publisher = self.bus.publisher()
+        self.publisher = metrics.instrument(self.bus.publisher())
         while not self._stopping.is_set():
             try:
                 self._consume()
@@ -124,8 +124,9 @@ class Dispatcher:
 
     def _consume(self) -> None:
         topo = self.bus.topology
-        with self.bus.connection(heartbeat=self.leader.amqp_heartbeat_s) as conn:
-            conn.ensure_connection(max_retries=1)
+        # Short AMQP heartbeats: a frozen leader's consumer must be dropped within about a lease.
+        heartbeat = min(filter(None, (self.config.amqp_heartbeat_s, self.leader.amqp_heartbeat_s)))
+        with self.bus.connect(heartbeat=heartbeat) as conn:
             channel = conn.channel()
             self.bus.declare_core(channel)
             if not self.leader.wait_until_active(self._stopping, functools.partial(_idle, conn)):
@@ -138,8 +139,9 @@ class Dispatcher:
                                   on_message=functools.partial(self._on_message, queue.name))
                          for queue in queues]
             with consumers[0], consumers[1]:
-                log.info("dispatcher consuming from %s (namespace %s)",
-                         ", ".join(q.name for q in queues), topo.namespace)
+                log.info("dispatcher consuming from %s (namespace %s) on %s",
+                         ", ".join(q.name for q in queues), topo.namespace,
+                         conn.as_uri(include_password=False))
                 self.ctx.grace_until = self.ctx.clock() + self.config.agent_timeout_s
                 self.ready.set()
                 self._delay_s = FIRST_RECONNECT_DELAY_S
@@ -184,7 +186,9 @@ class Dispatcher:
             self.publisher.dead_letter_delivery(message, f"the dispatcher does not handle {msg.kind}", queue)
             message.ack()
             return
-        if self._apply(handler, msg, message, queue):
+        with metrics.timed(msg.kind):
+            applied = self._apply(handler, msg, message, queue)
+        if applied:
             message.ack()
             for agent, key in self.ctx.issued_keys.items():
                 self.verifier.remember(agent, key)
@@ -237,6 +241,7 @@ class Dispatcher:
             return
         try:
             self._apply(_apply_heartbeats, [b for b, _ in beats], None)
+            metrics.heartbeats_applied(len(beats))
         except LeadershipLost:
             for _, delivery in beats:
                 delivery.requeue()
@@ -265,7 +270,7 @@ class Dispatcher:
             if due:
                 with database_proxy.atomic():
                     self.ctx.fence()
-                    workers.check_lost(self.ctx)
+                    metrics.agents_lost(workers.check_lost(self.ctx))
                 if now >= self._next_sweep:
                     # The safety net: release even if no event asked for it.
                     self.ctx.release_wanted = True
@@ -282,7 +287,7 @@ class Dispatcher:
             self._flush_outbox()
             if self.ctx.release_wanted:
                 self.ctx.release_wanted = False
-                release.release(self.ctx, self.publisher)
+                metrics.released(release.release(self.ctx, self.publisher))
         except DB_ERRORS as exc:
             log.warning("database error in periodic work (%s); retrying", exc)
             database_proxy.close()
@@ -307,11 +312,17 @@ def _kind(msg: messages.Message | list[messages.Message]) -> str:
     return f"{len(msg)} heartbeats" if isinstance(msg, list) else msg.kind
 
 
-def run_dispatcher(config: Config) -> int:
+def run_dispatcher(config: Config, metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> int:
     """Foreground dispatcher for the CLI: SIGTERM or SIGINT stops it cleanly."""
     import signal
 
     dispatcher = Dispatcher(config)
+    if metrics_port is not None:
+        try:
+            metrics.serve(dispatcher, metrics_port, metrics_host)
+        except OSError as exc:
+            raise SystemExit(f"corral dispatcher: cannot serve metrics on {metrics_host}:{metrics_port}: "
+                             f"{exc.strerror or exc}") from None
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signum)
