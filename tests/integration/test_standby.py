@@ -110,6 +110,10 @@ def measure_takeover(farm, url, task, struck_at, what):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["sigkill", "sigstop"])
 def test_the_standby_takes_over_within_ten_seconds_of_the_active_dispatcher_dying_or_freezing(
         farm, database_url, sig):
+    if sig == signal.SIGSTOP and database_url.startswith("sqlite"):
+        # A leader frozen inside a transaction holds SQLite's write lock, which no other process
+        # can break (docs/architecture.md, known limits): takeover is bounded on PostgreSQL only.
+        pytest.skip("SIGSTOP takeover is not bounded on SQLite (documented limit)")
     two_dispatchers(farm, database_url, "f1", "f2")
     task = start_task(farm)
     victim = proc_name(farm, active_pid(farm))
