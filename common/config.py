@@ -55,6 +55,8 @@ class Config:
     agent_secret: str = dataclasses.field(default="", repr=False)
     # How old GET /workers and task totals may be (seconds, per gateway process); 0: always fresh.
     api_cache_s: float = 1.0
+    # Open GET /events streams per gateway process; each holds a serving thread (corral gateway --threads).
+    event_streams_per_process: int = 48
 
     @property
     def embedded_broker(self) -> bool:
@@ -122,6 +124,7 @@ _ENV = {
     "CORRAL_KILL_GRACE": ("kill_grace_s", float),
     "CORRAL_AGENT_SECRET": ("agent_secret", str),
     "CORRAL_API_CACHE": ("api_cache_s", float),
+    "CORRAL_EVENT_STREAMS": ("event_streams_per_process", int),
     "CORRAL_STORAGE_ROOTS": ("storage_roots", tuple),
     "CORRAL_ADMIN_TOKEN": ("admin_token", str),
     "CORRAL_MAX_BODY_BYTES": ("max_body_bytes", int),

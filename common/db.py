@@ -58,11 +58,22 @@ def _m1_initial(db: Database) -> None:
     db.create_tables(models.ALL_MODELS)
 
 
+def _m2_sessions_and_listing_indexes(db: Database) -> None:
+    """Web UI sessions and login codes; indexes for the tasks table's sort orders and the overview."""
+    db.create_tables([models.Session, models.LoginCode], safe=True)
+    for table, columns in (("tasks", ("priority",)), ("tasks", ("type", "id")), ("tasks", ("started_at",)),
+                           ("tasks", ("finished_at",)), ("chunks", ("finished_at",)),
+                           ("workers", ("status",))):
+        name = f"idx_ui_{table}_{'_'.join(columns)}"
+        cols = ", ".join(f'"{c}"' for c in columns)
+        db.execute_sql(f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" ({cols})')
+
+
 # Append only: a released migration never changes. Migration 1 creates every
 # model's table as the models stand; later migrations must therefore be
 # idempotent (add a column only if it is missing, create tables with safe=True)
 # so that they are right both on databases made by an older release and on new ones.
-MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial]
+MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m2_sessions_and_listing_indexes]
 
 
 def migrate(db: Database) -> int:

@@ -32,6 +32,8 @@ class Context:
     task_commands: dict[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     # Keys issued to agents in this transaction, for the verifier once it commits.
     issued_keys: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    # What the transaction changed, for the change events (dispatcher/changes.py): key -> change.
+    changed: dict[tuple, dict] = dataclasses.field(default_factory=dict)
 
     def send(self, message: messages.Message, agent: str | None = None) -> None:
         self.outbox.append((message, agent))

@@ -22,7 +22,7 @@ from common.config import Config
 from common.db import open_and_migrate
 from common.errors import BrokerUnavailable
 from common.models import database_proxy
-from dispatcher import chunks, release, tasks, workers
+from dispatcher import changes, chunks, release, tasks, workers
 from dispatcher.context import Context
 from dispatcher.identity import Verifier
 
@@ -41,6 +41,7 @@ HANDLERS: dict[type[messages.Message], Callable[[Context, Any], None]] = {
     messages.TaskUpdate: tasks.on_update,
     messages.TaskCancel: tasks.on_cancel,
     messages.TaskBlocklistClear: tasks.on_blocklist_clear,
+    messages.TaskRetry: tasks.on_retry,
     messages.WorkerUpdate: workers.on_update,
     messages.AgentHello: workers.on_hello,
     messages.AgentHeartbeat: workers.on_heartbeat,
@@ -60,6 +61,7 @@ class Dispatcher:
         self.ctx = Context(config, clock)
         self.verifier = Verifier(config.agent_secret)
         self.publisher: Publisher | None = None
+        self.changes = changes.ChangePublisher(self.bus)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_tick = 0.0
@@ -102,6 +104,7 @@ class Dispatcher:
                 self._stopping.wait(self._delay_s)
                 self._delay_s = min(self._delay_s * 2, MAX_RECONNECT_DELAY_S)
         self.publisher.close()
+        self.changes.close()
         database_proxy.close()
         log.info("dispatcher stopped")
 
@@ -180,6 +183,7 @@ class Dispatcher:
             database_proxy.connect(reuse_if_open=True)
             with database_proxy.atomic():
                 handler(self.ctx, msg)
+                changes.record_message(self.ctx, msg)
             return True
         except DB_ERRORS as exc:
             # The database is away: keep the message, retry after a pause.
@@ -213,6 +217,7 @@ class Dispatcher:
                 delivery.requeue()
 
     def _flush_outbox(self) -> None:
+        self.changes.after_commit(self.ctx)
         outbox, self.ctx.outbox = self.ctx.outbox, []
         for message, agent in outbox:
             try:
