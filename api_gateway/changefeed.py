@@ -251,7 +251,7 @@ class ChangeFeed:
             database_proxy.connect(reuse_if_open=True)
             for change in msg.changes:
                 if isinstance(change, dict) and isinstance(change.get("type"), str):
-                    self.fanout.publish(self.complete(dict(change)))
+                    self.fanout.publish(self.complete({**change, "at": msg.committed_at}))
         except Exception:  # noqa: BLE001 - a database hiccup must not end the feed
             log.exception("could not complete a change event; streams will refetch")
             database_proxy.close()

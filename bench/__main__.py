@@ -17,7 +17,7 @@ from bench.report import print_table
 from bench.results import Results
 from bench.targets import judge
 
-ROWS = ("floor", "celery", "throughput", "latency", "heartbeats", "api", "size")
+ROWS = ("floor", "celery", "throughput", "latency", "heartbeats", "api", "size", "dashboard")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +62,10 @@ def run_row(row: str, results: Results, ns: str, sizes: Sizes, work: Path, token
     elif row == "size":
         from bench import size
         size.run(results, ns, sizes.size_frames, sizes.size_s, work / "size", token)
+    elif row == "dashboard":
+        from bench import dashboard
+        dashboard.run(results, ns, work / "dashboard", token, sizes.api_workers, sizes.api_tasks,
+                      50, sizes.n)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -258,6 +258,7 @@ class FarmChanged(Message):
     Each change is ``{"type": "task"|"chunk"|"worker"|"heartbeats", ...}`` with
     ``id`` (task, chunk or worker id), ``task`` (a chunk's task, when known),
     ``name`` (a worker's name, when known) or ``count`` (heartbeats applied).
+    ``committed_at`` is the dispatcher's clock at the (oldest) commit.
     """
 
     kind: ClassVar[str] = "farm.changed"

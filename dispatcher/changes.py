@@ -79,7 +79,8 @@ class ChangePublisher:
     def __init__(self, bus: Bus, clock: Any = time.time) -> None:
         self.bus = bus
         self.clock = clock
-        self.pending: queue.Queue[list[dict]] = queue.Queue(maxsize=QUEUE_MAX)
+        # (commit time, the commit's changes)
+        self.pending: queue.Queue[tuple[float, list[dict]]] = queue.Queue(maxsize=QUEUE_MAX)
         self.dropped = 0
         self.sent = 0
         self._stopping = threading.Event()
@@ -95,7 +96,7 @@ class ChangePublisher:
         changed, ctx.changed = list(ctx.changed.values()), {}
         self._ensure_thread()
         try:
-            self.pending.put_nowait(changed)
+            self.pending.put_nowait((self.clock(), changed))
         except queue.Full:
             self.dropped += len(changed)
 
@@ -115,20 +116,21 @@ class ChangePublisher:
                     self._thread = threading.Thread(target=self._run, name="changes", daemon=True)
                     self._thread.start()
 
-    def _take_batch(self) -> list[dict]:
-        batch = self.pending.get(timeout=0.5)
+    def _take_batch(self) -> tuple[float, list[dict]]:
+        """The oldest commit's time and the changes of every commit waiting (up to ``BATCH_MAX``)."""
+        committed_at, batch = self.pending.get(timeout=0.5)
         while len(batch) < BATCH_MAX:
             try:
-                batch.extend(self.pending.get_nowait())
+                batch.extend(self.pending.get_nowait()[1])
             except queue.Empty:
                 break
-        return _dedupe(batch)
+        return committed_at, _dedupe(batch)
 
     def _run(self) -> None:
         conn, producer, next_try = None, None, 0.0
         while not self._stopping.is_set():
             try:
-                batch = self._take_batch()
+                committed_at, batch = self._take_batch()
             except queue.Empty:
                 continue
             try:
@@ -137,7 +139,7 @@ class ChangePublisher:
                         self.dropped += len(batch)
                         continue
                     conn, producer = self._connect()
-                body = messages.encode(messages.FarmChanged(changes=batch, committed_at=self.clock()))
+                body = messages.encode(messages.FarmChanged(changes=batch, committed_at=committed_at))
                 producer.publish(body, exchange=self.bus.topology.changes, routing_key=CHANGES_KEY,
                                  delivery_mode=1, content_type="application/json", content_encoding="utf-8")
                 self.sent += len(batch)
