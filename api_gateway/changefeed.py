@@ -58,6 +58,19 @@ class EventFilter:
 class Subscription:
     """One open stream's queue of ``(event id, change)``; a full queue turns into one reset."""
 
+    def take(self, timeout: float, most: int = 200) -> list[tuple[str | None, dict[str, Any]]]:
+        """What is waiting (at least one item, waiting up to ``timeout`` for it); [] on timeout."""
+        first = self.get(timeout)
+        if first is None:
+            return []
+        items = [first]
+        while len(items) < most:
+            try:
+                items.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
     def __init__(self, event_filter: EventFilter) -> None:
         self.filter = event_filter
         self.queue: queue.Queue[tuple[str | None, dict[str, Any]]] = queue.Queue(STREAM_QUEUE_MAX)

@@ -120,9 +120,15 @@ def browser_pages(results: Results, f: farm.Farm, token: str) -> None:
 
 
 class Listener:
-    """One ``/events`` client on its own thread; records each change and when it arrived."""
+    """One ``/events`` client on its own thread; records each change and when it arrived.
 
-    def __init__(self, api: str, token: str, query: str = "") -> None:
+    ``parse=False`` only counts events (a cheap client: 50 of them share this machine's two cores
+    with the farm they measure).
+    """
+
+    def __init__(self, api: str, token: str, query: str = "", parse: bool = True) -> None:
+        self.parse = parse
+        self.count = 0
         self.received: list[tuple[float, dict]] = []
         self.connected = threading.Event()
         self._response = requests.get(f"{api}/events{query}", headers={"Authorization": f"Bearer {token}"},
@@ -132,11 +138,22 @@ class Listener:
         self._thread.start()
 
     def _read(self) -> None:
+        if not self.parse:
+            self._count()
+            return
         try:
             for line in self._response.iter_lines():
                 self.connected.set()
                 if line.startswith(b"data: "):
                     self.received.append((time.time(), json.loads(line[6:])))
+        except (requests.RequestException, AttributeError, ValueError):
+            pass
+
+    def _count(self) -> None:
+        try:
+            for piece in self._response.iter_content(chunk_size=65536):
+                self.connected.set()
+                self.count += piece.count(b"\ndata: ") + piece.startswith(b"data: ")
         except (requests.RequestException, AttributeError, ValueError):
             pass
 
@@ -151,16 +168,21 @@ def event_latency(results: Results, f: farm.Farm, token: str, changes: int) -> N
     listener = Listener(f.api, token, f"?task={live['id']}&type=task")
     listener.connected.wait(10)
     request_to_client = []
+    missed = 0
     for i in range(changes):
         before = len(listener.received)
         t0 = time.time()
         response = f.session.patch(f"{f.api}/tasks/{live['id']}", json={"priority": i % 100}, timeout=10)
         response.raise_for_status()
-        farm.wait_for(lambda b=before: len(listener.received) > b, 10, "the change event")
+        try:
+            farm.wait_for(lambda b=before: len(listener.received) > b, 10, "the change event")
+        except TimeoutError:  # a lost change event (best effort by design): counted, not timed
+            missed += 1
+            continue
         request_to_client.append((listener.received[-1][0] - t0) * 1000)
     commit_to_client = [(at - change["at"]) * 1000 for at, change in listener.received if change.get("at")]
     listener.close()
-    note = f"{changes} task.update changes, one /events client filtered to the task"
+    note = f"{changes} task.update changes ({missed} events lost), one /events client filtered to the task"
     results.add(ROW, "dash_event_commit_p50", "event latency commit -> /events client: p50",
                 percentile(commit_to_client, 50), "ms", note)
     results.add(ROW, "dash_event_commit_p99", "event latency commit -> /events client: p99",
@@ -208,11 +230,15 @@ def with_listeners(results: Results, namespace: str, workdir: Path, token: str, 
         f.wait_online(names)
         run_task(f, max(50, n // 10))  # warm-up
         quiet = run_task(f, n)
-        listeners = [Listener(f.api, token) for _ in range(LISTENERS)]
+        listeners = [Listener(f.api, token, parse=False) for _ in range(LISTENERS)]
         for listener in listeners:
             listener.connected.wait(10)
         busy = run_task(f, n)
-        events = sum(len(listener.received) for listener in listeners)
+        try:  # every stream sees at least one change per chunk
+            farm.wait_for(lambda: sum(x.count for x in listeners) >= LISTENERS * n, 20, "the streams' events")
+        except TimeoutError:
+            pass  # reported below as the number delivered
+        events = sum(listener.count for listener in listeners)
         for listener in listeners:
             listener.close()
         note = f"noop N={n}, chunk 1, K={agents}, SQLite"
