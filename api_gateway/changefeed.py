@@ -85,7 +85,7 @@ class Subscription:
 
     def get(self, timeout: float) -> tuple[str | None, dict[str, Any]] | None:
         try:
-            return self.queue.get(timeout=timeout)
+            return self.queue.get(timeout=timeout) if timeout > 0 else self.queue.get_nowait()
         except queue.Empty:
             return None
 
