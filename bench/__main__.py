@@ -17,7 +17,7 @@ from bench.report import print_table
 from bench.results import Results
 from bench.targets import judge
 
-ROWS = ("floor", "celery", "throughput", "latency", "heartbeats", "api", "size", "dashboard")
+ROWS = ("floor", "celery", "throughput", "latency", "heartbeats", "api", "size", "metrics", "dashboard")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +62,9 @@ def run_row(row: str, results: Results, ns: str, sizes: Sizes, work: Path, token
     elif row == "size":
         from bench import size
         size.run(results, ns, sizes.size_frames, sizes.size_s, work / "size", token)
+    elif row == "metrics":
+        from bench import metrics
+        metrics.run(results, ns, work / "metrics", token, sizes.api_workers, sizes.api_tasks, sizes.postgres)
     elif row == "dashboard":
         from bench import dashboard
         dashboard.run(results, ns, work / "dashboard", token, sizes.api_workers, sizes.api_tasks,

@@ -58,7 +58,7 @@ def _m1_initial(db: Database) -> None:
     db.create_tables(models.ALL_MODELS)
 
 
-def _m2_sessions_and_listing_indexes(db: Database) -> None:
+def _m_sessions_and_listing_indexes(db: Database) -> None:
     """Web UI sessions and login codes; indexes for the tasks table's sort orders and the overview."""
     db.create_tables([models.Session, models.LoginCode], safe=True)
     for table, columns in (("tasks", ("priority",)), ("tasks", ("type", "id")), ("tasks", ("started_at",)),
@@ -76,7 +76,12 @@ def _m2_sessions_and_listing_indexes(db: Database) -> None:
 # model's table as the models stand; later migrations must therefore be
 # idempotent (add a column only if it is missing, create tables with safe=True)
 # so that they are right both on databases made by an older release and on new ones.
-MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m2_sessions_and_listing_indexes]
+def _m_farm_counts(db: Database) -> None:
+    """The durable counters behind corral_chunks_finished_total and the chunk histograms."""
+    db.create_tables([models.FarmCount], safe=True)
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m_farm_counts, _m_sessions_and_listing_indexes]
 
 
 def migrate(db: Database) -> int:
