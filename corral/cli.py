@@ -48,6 +48,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             "--bind", f"{args.host}:{args.port}", "--workers", str(args.workers),
             "--worker-class", "gthread", "--threads", str(args.threads),
             "--graceful-timeout", "10", "--no-control-socket",
+            # gunicorn's largest request line: a search plus several filters must not get an HTML 414.
+            "--limit-request-line", "8190",
             "--access-logfile", "-" if args.access_log else "/dev/null"]
     os.execv(sys.executable, argv)
     return 0  # pragma: no cover - exec does not return
