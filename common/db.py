@@ -12,6 +12,8 @@ from pathlib import Path
 
 from peewee import Database, InterfaceError, OperationalError, PostgresqlDatabase, SqliteDatabase
 from playhouse.db_url import parse as parse_url
+from playhouse.migrate import SchemaMigrator
+from playhouse.migrate import migrate as migrate_columns
 from playhouse.shortcuts import ReconnectMixin
 
 from common import models
@@ -81,7 +83,15 @@ def _m_farm_counts(db: Database) -> None:
     db.create_tables([models.FarmCount], safe=True)
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m_farm_counts, _m_sessions_and_listing_indexes]
+def _m_chunk_step(db: Database) -> None:
+    """chunks.step: the job-type step a chunk belongs to (render, video, ...)."""
+    if "step" not in {c.name for c in db.get_columns("chunks")}:
+        migrator = SchemaMigrator.from_database(db)
+        migrate_columns(migrator.add_column("chunks", "step", models.Chunk.step))
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m_farm_counts, _m_chunk_step,
+                                                  _m_sessions_and_listing_indexes]
 
 
 def migrate(db: Database) -> int:

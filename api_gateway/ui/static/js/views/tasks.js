@@ -13,9 +13,7 @@ let knownTypes = null;
 
 async function taskTypes() {
   if (!knownTypes) {
-    const doc = await api("/openapi.json");
-    const param = doc.paths["/tasks"].get.parameters.find((p) => p.name === "type");
-    knownTypes = (param && param.schema.enum) || [];
+    knownTypes = (await api("/jobtypes")).jobtypes.map((t) => t.name);
   }
   return knownTypes;
 }
