@@ -35,7 +35,7 @@ from agent.parsers.base import RefusedParser
 from agent.registry import Registry, default_registry
 from agent.runner import ChunkRun, Result
 from common import storage
-from common.bus import CONNECTION_ERRORS, CONTENT_TYPE, Bus, body_bytes, decode_or_dead_letter
+from common.bus import CONNECTION_ERRORS, CONTENT_TYPE, Bus, decode_or_dead_letter
 from common.config import Config
 from common.errors import BrokerUnavailable, ValidationError
 from common.frames import expand
@@ -285,7 +285,8 @@ class Agent:
             agent=self.name, hostname=socket.gethostname(), system=machine.system_name(),
             pools=self.pools, commands=self.registry.commands, ip_address=ip_address,
             mac_address=mac_address, versions=dict(self.registry.versions), pid=os.getpid(),
-            boot_id=self.boot_id, sent_at=time.time()))
+            boot_id=self.boot_id, sent_at=time.time(), update_frequent=machine.frequent_readings(),
+            update_less_frequent=machine.less_frequent_readings(self.config.data_dir)))
 
     def _held_lease(self) -> str | None:
         held = self.held
@@ -326,8 +327,7 @@ class Agent:
         if not isinstance(msg, ChunkAssign):
             reason = f"{msg.kind} is not a chunk.assign"
             log.warning("dead-lettering a message from %s: %s", queue, reason)
-            routing_key = message.delivery_info.get("routing_key", "")
-            self.publisher.dead_letter(body_bytes(message), reason, routing_key, queue)
+            self.publisher.dead_letter_delivery(message, reason, queue)
             message.ack()
             return
         if self.held is not None or not self._consuming:

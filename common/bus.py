@@ -25,6 +25,9 @@ from common.topology import Topology, broker_priority
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/json"
+# Headers a dead letter gets (docs/protocol.md); a replay drops them again.
+DEAD_HEADERS = ("x-corral-dead-id", "x-corral-reason", "x-corral-routing-key", "x-corral-queue",
+                "x-corral-dead-at")
 # A confirm not back by then means a dead or partitioned connection (publisher connections
 # carry no AMQP heartbeats): the publish is retried on a new connection.
 CONFIRM_TIMEOUT_S = 5.0
@@ -130,10 +133,18 @@ class Outgoing:
     persistent: bool = True
     declare: Any = None  # a queue to declare before the first publish to it
     headers: dict[str, Any] | None = None
+    expiration_s: float | None = None  # unread this long, the broker drops it (a chunk message)
 
     @property
     def delivery_mode(self) -> int:
         return 2 if self.persistent else 1
+
+    def properties(self) -> dict[str, Any]:
+        """The AMQP properties beside the body's (the per-message TTL in milliseconds, as AMQP wants)."""
+        found: dict[str, Any] = {"delivery_mode": self.delivery_mode}
+        if self.expiration_s is not None:
+            found["expiration"] = str(int(self.expiration_s * 1000))
+        return found
 
 
 def _confirms_on(channel: Any) -> bool:
@@ -220,12 +231,13 @@ class Publisher:
         persistent: bool = True,
         declare: Any = None,
         headers: dict[str, Any] | None = None,
+        expiration_s: float | None = None,
     ) -> None:
         body = messages.encode(message)
         signer = self.bus.signer
         if signer is not None:
             headers = {**(headers or {}), **signer.headers(message.kind, body)}
-        self.publish_raw(body, exchange, routing_key, priority, persistent, declare, headers)
+        self.publish_raw(body, exchange, routing_key, priority, persistent, declare, headers, expiration_s)
 
     def publish_raw(
         self,
@@ -236,16 +248,18 @@ class Publisher:
         persistent: bool = True,
         declare: Any = None,
         headers: dict[str, Any] | None = None,
+        expiration_s: float | None = None,
     ) -> None:
-        self.publish_all([Outgoing(body, exchange, routing_key, priority, persistent, declare, headers)])
+        self.publish_all([Outgoing(body, exchange, routing_key, priority, persistent, declare, headers,
+                                   expiration_s)])
 
     def prepare(self, message: messages.Message, exchange: Any, routing_key: str, priority: int = 0,
-                persistent: bool = True, declare: Any = None) -> Outgoing:
+                persistent: bool = True, declare: Any = None, expiration_s: float | None = None) -> Outgoing:
         """A message encoded (and signed, on an agent) for ``publish_all``."""
         body = messages.encode(message)
         signer = self.bus.signer
         headers = signer.headers(message.kind, body) if signer is not None else None
-        return Outgoing(body, exchange, routing_key, priority, persistent, declare, headers)
+        return Outgoing(body, exchange, routing_key, priority, persistent, declare, headers, expiration_s)
 
     def publish_all(self, batch: list[Outgoing]) -> None:
         """Publish ``batch`` in order; return once the broker confirmed every message of it.
@@ -278,10 +292,11 @@ class Publisher:
                 self._declared_queues.add(item.declare.name)
         if not _confirms_on(channel):
             for item in batch:
+                extra = {} if item.expiration_s is None else {"expiration": item.expiration_s}
                 producer.publish(item.body, exchange=item.exchange, routing_key=item.routing_key,
                                  priority=item.priority, delivery_mode=item.delivery_mode,
                                  content_type=CONTENT_TYPE, content_encoding="utf-8",
-                                 headers=item.headers or {})
+                                 headers=item.headers or {}, **extra)
                 self._sequence += 1
             return
         if not channel._confirm_selected:
@@ -314,7 +329,7 @@ class Publisher:
     def _send(self, channel: Any, item: Outgoing, confirms: _Confirms) -> None:
         """Publish without waiting; the confirm for it is expected under the next delivery tag."""
         message = channel.prepare_message(item.body, item.priority, CONTENT_TYPE, "utf-8",
-                                          item.headers or {}, {"delivery_mode": item.delivery_mode})
+                                          item.headers or {}, item.properties())
         channel._basic_publish(message, exchange=getattr(item.exchange, "name", item.exchange),
                                routing_key=item.routing_key)
         self._sequence += 1
@@ -334,14 +349,24 @@ class Publisher:
         self.chunk_batch([(message, pool, task_priority)])
 
     def chunk_batch(self, batch: list[tuple[messages.ChunkAssign, str, int]]) -> None:
-        """Chunk assignments to their (pool, command) queues, confirmed together."""
+        """Chunk assignments to their (pool, command) queues, confirmed together.
+
+        A chunk message expires unread after ``release_timeout_s`` (the dispatcher then releases
+        the chunk again), so a lease that has been given up on can never reach an agent late.
+        """
         outgoing = []
         for message, pool, task_priority in batch:
             queue = self.topology.chunk_queue(pool, message.command)
             outgoing.append(self.prepare(message, self.topology.chunks, queue.routing_key,
-                                         broker_priority(task_priority), declare=queue))
+                                         broker_priority(task_priority), declare=queue,
+                                         expiration_s=self.bus.config.release_timeout_s))
         if outgoing:
             self.publish_all(outgoing)
+
+    def forget_declared(self) -> None:
+        """Declare chunk queues again before the next publish to them (one may have been deleted)."""
+        with self._lock:
+            self._declared_queues.clear()
 
     def control(self, message: messages.Message, agent: str | None = None) -> None:
         """To one agent, or to all agents when ``agent`` is None."""
@@ -350,11 +375,23 @@ class Publisher:
         key = agent_routing_key(agent) if agent else BROADCAST_KEY
         self.publish(message, self.topology.control, key, persistent=False)
 
-    def dead_letter(self, body: bytes, reason: str, routing_key: str, queue: str) -> None:
-        headers = {"x-corral-dead-id": uuid.uuid4().hex[:12], "x-corral-reason": reason[:500],
+    def dead_letter(self, body: bytes, reason: str, routing_key: str, queue: str,
+                    original_headers: dict[str, Any] | None = None) -> None:
+        """Republish ``body`` unchanged to the dead exchange, keeping its original headers.
+
+        Keeping them (``x-corral-agent``, ``x-corral-sig``) is what lets
+        ``corral dlq replay`` resend a signed agent message that still checks out.
+        """
+        kept = {k: v for k, v in (original_headers or {}).items() if k not in DEAD_HEADERS}
+        headers = {**kept, "x-corral-dead-id": uuid.uuid4().hex[:12], "x-corral-reason": reason[:500],
                    "x-corral-routing-key": routing_key, "x-corral-queue": queue,
                    "x-corral-dead-at": time.time()}
         self.publish_raw(body, self.topology.dead, routing_key or "dead", headers=headers)
+
+    def dead_letter_delivery(self, message: Any, reason: str, queue: str) -> None:
+        """Dead-letter a received kombu message consumed from ``queue``: body, routing key, headers."""
+        self.dead_letter(body_bytes(message), reason, message.delivery_info.get("routing_key", ""),
+                         queue, message.headers)
 
     def close(self) -> None:
         with self._lock:
@@ -377,8 +414,7 @@ def decode_or_dead_letter(publisher: Publisher, message: Any, queue: str) -> mes
     try:
         return messages.decode(raw)
     except MessageError as exc:
-        routing_key = message.delivery_info.get("routing_key", "")
         log.warning("dead-lettering a message from %s: %s", queue, exc)
-        publisher.dead_letter(raw, str(exc), routing_key, queue)
+        publisher.dead_letter_delivery(message, str(exc), queue)
         message.ack()
         return None

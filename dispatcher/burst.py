@@ -10,8 +10,9 @@ A handler that raises (a bug, or a message the schema let through that the
 state machine cannot take) must not cost the other events of its burst: the
 burst is rolled back and applied again with a savepoint around each event, and
 only the events that fail again are dead-lettered. The fast path pays for no
-savepoints. Database errors are not isolated: they abort the burst, which is
-requeued as a whole.
+savepoints. Database errors and a lost leadership are not isolated: they abort
+the burst, and the dispatcher stands by (the broker hands the unacknowledged
+burst to whichever dispatcher is active).
 """
 from __future__ import annotations
 
@@ -27,13 +28,18 @@ from peewee import InterfaceError, OperationalError
 from common import messages
 from common.models import database_proxy
 from dispatcher.context import Context
+from dispatcher.leader import LeadershipLost
 
 log = logging.getLogger("dispatcher.burst")
 DB_ERRORS = (OperationalError, InterfaceError)
+# What no savepoint can isolate: the whole transaction is lost.
+FATAL = DB_ERRORS + (LeadershipLost,)
 
 Handler = Callable[[Context, Any], None]
 # Called once per applied event (or heartbeat batch) with its kind and seconds: the metrics hook.
 Observer = Callable[[str, float], None]
+# Called inside the transaction after each applied event (or heartbeat batch): the change-events hook.
+Recorder = Callable[[Context, Any], None]
 
 
 @dataclasses.dataclass
@@ -42,6 +48,7 @@ class Delivery:
 
     msg: messages.Message
     raw: Any  # the kombu message, acknowledged after the commit
+    queue: str = ""  # the queue it was consumed from, for a dead letter
 
 
 @dataclasses.dataclass
@@ -80,17 +87,20 @@ class Applier:
 
     ``in_transaction`` is where a check that must hold for the whole commit goes
     (a standby dispatcher's fencing check): if it raises, nothing of the burst
-    is written.
+    is written. ``record`` runs after each event's handler, in the same
+    transaction (or savepoint), to note what the event changed.
     """
 
     def __init__(self, ctx: Context, handlers: dict[type[messages.Message], Handler],
                  heartbeats: Handler, in_transaction: Callable[[], None] = lambda: None,
-                 observe: Observer = lambda kind, seconds: None) -> None:
+                 observe: Observer = lambda kind, seconds: None,
+                 record: Recorder = lambda ctx, msg: None) -> None:
         self.ctx = ctx
         self.handlers = handlers
         self.heartbeats = heartbeats
         self.in_transaction = in_transaction
         self.observe = observe
+        self.record = record
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -101,12 +111,15 @@ class Applier:
             yield
 
     def apply(self, burst: Burst) -> list[Failure]:
-        """Apply and commit the burst; return the events to dead-letter. DB errors propagate."""
+        """Apply and commit the burst; return the events to dead-letter.
+
+        Database errors and LeadershipLost propagate, with nothing of the burst written.
+        """
         try:
             with self.transaction():
                 self._apply_all(burst, isolate=False)
             return []
-        except DB_ERRORS:
+        except FATAL:
             self.ctx.rolled_back()
             raise
         except Exception:  # noqa: BLE001 - find the culprit, keep the rest
@@ -116,7 +129,7 @@ class Applier:
         try:
             with self.transaction():
                 return self._apply_all(burst, isolate=True)
-        except DB_ERRORS:
+        except FATAL:
             self.ctx.rolled_back()
             raise
 
@@ -138,13 +151,15 @@ class Applier:
         started = time.perf_counter()
         if not isolate:
             handler(self.ctx, msg)
+            self.record(self.ctx, msg)
             self.observe(kind, time.perf_counter() - started)
             return None
         mark = self.ctx.mark()
         try:
             with database_proxy.atomic():  # a savepoint: only this event is undone
                 handler(self.ctx, msg)
-        except DB_ERRORS:
+                self.record(self.ctx, msg)
+        except FATAL:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug in one handler must not stop the farm
             log.exception("cannot apply %s; dead-lettering it", kind)

@@ -29,7 +29,7 @@ from common.models import (
 from dispatcher import sql, stats, steps, tasks
 from dispatcher.context import Context
 from dispatcher.leases import free_worker, requeue
-from dispatcher.workers import worker_id
+from dispatcher.workers import known_worker_id, worker_id
 
 log = logging.getLogger("dispatcher.chunks")
 MAX_FILES = 10_000
@@ -180,15 +180,21 @@ def _count_frames(chunk: LiveChunk, added: list[int]) -> None:
 
 
 def on_finished(ctx: Context, msg: messages.ChunkFinished) -> None:
-    sql.execute(_ATTEMPT_ENDED, (msg.outcome, msg.finished_at, msg.exit_code, msg.reason[:2000], msg.log_tail,
-                                 msg.lease_id))
+    ended = (msg.outcome, msg.finished_at, msg.exit_code, msg.reason[:2000], msg.log_tail, msg.lease_id)
+    sql.execute(_ATTEMPT_ENDED, ended)
+    # The agent no longer holds the lease, whether or not it is still the chunk's (a canceled task).
+    sender = known_worker_id(ctx, msg.agent)
+    if sender is not None:
+        free_worker(ctx, sender, msg.lease_id)
     chunk = current_chunk(ctx, msg)
     if chunk is None:
         return
-    worker = worker_id(ctx, msg.agent)
+    worker = sender if sender is not None else worker_id(ctx, msg.agent)
     if chunk.status == RELEASED and msg.outcome in (COMPLETED, FAILED):
+        # Its chunk.started was lost: open the attempt (and busy the worker) that this report ends.
         mark_running(ctx, chunk, worker, msg.agent)
-    free_worker(ctx, worker, msg.lease_id)
+        sql.execute(_ATTEMPT_ENDED, ended)
+        free_worker(ctx, worker, msg.lease_id)
     stats.chunk_finished(chunk, msg.outcome, ctx.clock())
     if msg.outcome == COMPLETED:
         complete(ctx, chunk, msg)

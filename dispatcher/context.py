@@ -36,6 +36,11 @@ class Context:
     worker_ids: dict[str, int] = dataclasses.field(default_factory=dict)
     # Worker id -> the readings last written for it, so a heartbeat writes only what changed.
     readings: dict[int, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    # The first statement of every transaction: raises unless this dispatcher is the active one
+    # (dispatcher/leader.py). The default, for tests driving handlers directly, checks nothing.
+    fence: Callable[[], None] = lambda: None
+    # What the transaction changed, for the change events (dispatcher/changes.py): key -> change.
+    changed: dict[tuple, dict] = dataclasses.field(default_factory=dict)
 
     def send(self, message: messages.Message, agent: str | None = None) -> None:
         self.outbox.append((message, agent))
@@ -43,21 +48,23 @@ class Context:
     def wake_release(self) -> None:
         self.release_wanted = True
 
-    def mark(self) -> tuple[int, frozenset[str]]:
+    def mark(self) -> tuple[int, frozenset[str], dict[tuple, dict]]:
         """Where the side effects stand, to undo one event's share of them (a rolled back savepoint)."""
-        return len(self.outbox), frozenset(self.issued_keys)
+        return len(self.outbox), frozenset(self.issued_keys), dict(self.changed)
 
-    def undo_to(self, mark: tuple[int, frozenset[str]]) -> None:
-        sent, keys = mark
+    def undo_to(self, mark: tuple[int, frozenset[str], dict[tuple, dict]]) -> None:
+        sent, keys, changed = mark
         del self.outbox[sent:]
         for agent in set(self.issued_keys) - keys:
             del self.issued_keys[agent]
+        self.changed = changed
         self._forget_cached()
 
     def rolled_back(self) -> None:
         """The transaction was rolled back: nothing it queued may leak, nothing it cached may stay."""
         self.outbox.clear()
         self.issued_keys.clear()
+        self.changed.clear()
         self._forget_cached()
         self.release_wanted = True
 

@@ -15,6 +15,7 @@ One thread owns everything. Each turn of its loop:
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -29,10 +30,11 @@ from common.config import Config
 from common.db import open_and_migrate
 from common.errors import BrokerUnavailable
 from common.models import database_proxy
-from dispatcher import chunks, metrics, release, tasks, workers
+from dispatcher import changes, chunks, leases, metrics, release, tasks, workers
 from dispatcher.burst import DB_ERRORS, Applier, Burst, Delivery, Failure
 from dispatcher.context import Context
 from dispatcher.identity import Verifier
+from dispatcher.leader import Leader, LeadershipLost
 
 log = logging.getLogger("dispatcher")
 SWEEP_INTERVAL_S = 2.0
@@ -47,6 +49,7 @@ HANDLERS: dict[type[messages.Message], Callable[[Context, Any], None]] = {
     messages.TaskUpdate: tasks.on_update,
     messages.TaskCancel: tasks.on_cancel,
     messages.TaskBlocklistClear: tasks.on_blocklist_clear,
+    messages.TaskRetry: tasks.on_retry,
     messages.WorkerUpdate: workers.on_update,
     messages.AgentHello: workers.on_hello,
     messages.AgentHeartbeat: workers.on_heartbeat,
@@ -64,9 +67,15 @@ class Dispatcher:
         self.config = config
         self.bus = Bus(config)
         self.ctx = Context(config, clock)
+        # Standby dispatchers: only the leader consumes, and every transaction checks its epoch.
+        self.leader = Leader(config.namespace, config.leader_lease_s, clock)
+        self.ctx.fence = self.leader.check_fence
         self.verifier = Verifier(config.agent_secret)
-        self.applier = Applier(self.ctx, HANDLERS, workers.on_heartbeats, observe=_observe)
         self.publisher: Publisher | None = None
+        self.changes = changes.ChangePublisher(self.bus)
+        self.applier = Applier(self.ctx, HANDLERS, workers.on_heartbeats,
+                               in_transaction=self.leader.check_fence, observe=_observe,
+                               record=changes.record_message)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_tick = 0.0
@@ -95,12 +104,21 @@ class Dispatcher:
         """Stop without waiting; unacknowledged messages are redelivered later."""
         self._stopping.set()
 
+    def is_active(self) -> bool:
+        """True while this dispatcher is the active one of its namespace (the others stand by)."""
+        return self.leader.is_active()
+
     def run(self) -> None:
         open_and_migrate(self.config.resolved_database_url)
         self.publisher = metrics.instrument(self.bus.publisher())
         while not self._stopping.is_set():
             try:
                 self._consume()
+            except LeadershipLost as exc:
+                # Closing the connection hands every unacknowledged message to the new leader.
+                log.warning("dispatcher %s: active -> standby (%s)", self.leader.identity, exc)
+                self.ctx.rolled_back()
+                self._burst = Burst()
             except CONNECTION_ERRORS + (BrokerUnavailable,) as exc:
                 if self._stopping.is_set():
                     break
@@ -108,7 +126,9 @@ class Dispatcher:
                             exc_info=log.isEnabledFor(logging.DEBUG))
                 self._stopping.wait(self._delay_s)
                 self._delay_s = min(self._delay_s * 2, MAX_RECONNECT_DELAY_S)
+        self.leader.step_down(release=True)
         self.publisher.close()
+        self.changes.close()
         database_proxy.close()
         log.info("dispatcher stopped")
 
@@ -116,16 +136,24 @@ class Dispatcher:
 
     def _consume(self) -> None:
         topo = self.bus.topology
-        with self.bus.connect(heartbeat=self.config.amqp_heartbeat_s) as conn:
+        # Short AMQP heartbeats: a frozen leader's consumer must be dropped within about a lease.
+        heartbeat = min(filter(None, (self.config.amqp_heartbeat_s, self.leader.amqp_heartbeat_s)))
+        with self.bus.connect(heartbeat=heartbeat) as conn:
             channel = conn.channel()
             self.bus.declare_core(channel)
+            if not self.leader.wait_until_active(self._stopping, functools.partial(_idle, conn)):
+                return
             channel.basic_qos(0, PREFETCH, False)
             queues = [topo.dispatcher_queue(), topo.heartbeat_queue()]
             # The unacknowledged burst of a lost connection comes back by redelivery.
             self._burst = Burst()
             # kombu's virtual transports (memory://) ignore ``multiple``: ack one by one there.
             self._multiple_ack = getattr(conn.transport, "driver_type", "") == "amqp"
-            with Consumer(channel, queues=queues, on_message=self._collect):
+            # One consumer per queue, so a dead letter names the queue it was consumed from.
+            consumers = [Consumer(channel, queues=[queue],
+                                  on_message=functools.partial(self._collect, queue.name))
+                         for queue in queues]
+            with consumers[0], consumers[1]:
                 log.info("dispatcher consuming from %s (namespace %s) on %s",
                          ", ".join(q.name for q in queues), topo.namespace,
                          conn.as_uri(include_password=False))
@@ -139,9 +167,11 @@ class Dispatcher:
                         conn.drain_events(timeout=wait_s)
                         self._drain_ready(conn)
                     except TimeoutError:
-                        conn.heartbeat_check()
+                        pass
+                    conn.heartbeat_check()
                     self._commit_burst()
                     self._after_deliveries()
+                    self.leader.renew_if_due()
 
     def _drain_ready(self, conn: Any) -> None:
         """Take whatever else has already arrived, so one transaction covers the whole burst."""
@@ -151,9 +181,9 @@ class Dispatcher:
             except TimeoutError:
                 return
 
-    def _collect(self, message: Any) -> None:
-        """Decode and verify one delivery into the burst; dead-letter it if it cannot be applied."""
-        queue = message.delivery_info.get("routing_key", "")
+    def _collect(self, queue: str, message: Any) -> None:
+        """Decode and verify one delivery from ``queue`` into the burst; dead-letter it if it cannot be
+        applied."""
         msg = decode_or_dead_letter(self.publisher, message, queue)
         if msg is None:
             return
@@ -163,28 +193,38 @@ class Dispatcher:
             refusal = f"the dispatcher does not handle {msg.kind}"
         if refusal is not None:
             log.warning("dead-lettering a %s: %s", msg.kind, refusal)
-            self.publisher.dead_letter(body, refusal, msg.kind, queue)
+            self.publisher.dead_letter_delivery(message, refusal, queue)
             message.ack()
             return
-        self._burst.add(Delivery(msg, message))
+        self._burst.add(Delivery(msg, message, queue))
 
     def _commit_burst(self) -> None:
-        """Apply the burst in one transaction; acknowledge it after the commit, or requeue it."""
+        """Apply the burst in one transaction; acknowledge it after the commit.
+
+        On a database error, or when another dispatcher took over, nothing of the burst was
+        written: its messages go back to their queues and LeadershipLost is raised, so this
+        dispatcher stops consuming and stands by (until the database answers again).
+        """
         burst = self._burst
         if not burst or self._beats_can_wait(burst):
             return
         self._burst = Burst()
         try:
             failures = self.applier.apply(burst)
+        except LeadershipLost:
+            self._requeue(burst)
+            raise
         except DB_ERRORS as exc:
-            # The database is away: keep every message of the burst, retry after a pause.
-            log.warning("database error applying a burst of %d (%s); will retry", len(burst), exc)
+            log.warning("database error applying a burst of %d (%s); standing by", len(burst), exc)
             database_proxy.close()
-            self._stopping.wait(DB_RETRY_S)
-            for delivery in burst.deliveries():
-                delivery.raw.requeue()
-            return
+            self._requeue(burst)
+            raise LeadershipLost(f"the database does not answer ({exc})") from exc
         self._after_commit(burst, failures)
+
+    @staticmethod
+    def _requeue(burst: Burst) -> None:
+        for delivery in burst.deliveries():
+            delivery.raw.requeue()
 
     @staticmethod
     def _beats_can_wait(burst: Burst) -> bool:
@@ -196,9 +236,9 @@ class Dispatcher:
     def _after_commit(self, burst: Burst, failures: list[Failure]) -> None:
         """What may happen only once the burst is durable: acks, keys, dead letters, the outbox."""
         for failure in failures:
-            one = failure.delivery.msg
-            self.publisher.dead_letter(messages.encode(one), f"handler error: {failure.error!r}", one.kind,
-                                       "dispatcher")
+            # The delivery as it came, headers (signature) included, naming the queue it came from.
+            self.publisher.dead_letter_delivery(failure.delivery.raw, f"handler error: {failure.error!r}",
+                                                failure.delivery.queue)
         self._acknowledge(burst.deliveries())
         if burst.heartbeats:
             metrics.heartbeats_applied(len(burst.heartbeats))
@@ -217,6 +257,7 @@ class Dispatcher:
             delivery.raw.ack()
 
     def _flush_outbox(self) -> None:
+        self.changes.after_commit(self.ctx)
         outbox, self.ctx.outbox = self.ctx.outbox, []
         for message, agent in outbox:
             try:
@@ -238,8 +279,11 @@ class Dispatcher:
                     # The safety net: release even if no event asked for it.
                     self.ctx.release_wanted = True
                     with self.applier.transaction():
+                        stranded = leases.withdraw_stranded(self.ctx)
                         tasks.sweep_uncompiled(self.ctx)
                         tasks.update_waiting_reasons(self.ctx)
+                    if stranded:  # a queue may have been deleted: declare it again before publishing
+                        self.publisher.forget_declared()
                     self._next_sweep = time.monotonic() + SWEEP_INTERVAL_S
                 # Measured from the end of the work, so a slow tick cannot run back to back.
                 self._next_tick = time.monotonic() + self.config.tick_interval_s
@@ -269,6 +313,15 @@ def _observe(kind: str, seconds: float) -> None:
     if kind != messages.AgentHeartbeat.kind:
         metrics.EVENTS.labels(kind).inc()
         metrics.EVENT_SECONDS.labels(kind).observe(seconds)
+
+
+def _idle(conn: Any, seconds: float) -> None:
+    """Wait on a connection that consumes nothing, answering the broker's heartbeats."""
+    try:
+        conn.drain_events(timeout=seconds)
+    except TimeoutError:
+        pass
+    conn.heartbeat_check()
 
 
 def run_dispatcher(config: Config, metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> int:

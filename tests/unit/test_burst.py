@@ -8,8 +8,10 @@ from common import messages as m
 from common.config import load_config
 from common.db import open_and_migrate
 from common.models import Worker, database_proxy
+from dispatcher import changes
 from dispatcher.burst import Applier, Burst, Delivery
 from dispatcher.context import Context
+from dispatcher.leader import LeadershipLost
 from dispatcher.service import HANDLERS
 from dispatcher.workers import on_heartbeats
 
@@ -72,6 +74,31 @@ def test_the_in_transaction_check_runs_first_and_a_refusal_writes_nothing(ctx):
     with pytest.raises(OperationalError):
         applier.apply(burst_of(hello("a1")))
     assert calls == [True] and Worker.select().count() == 0
+
+
+def test_a_lost_fence_is_not_taken_for_a_failing_event_and_nothing_is_dead_lettered(ctx):
+    def fence():
+        raise LeadershipLost("another dispatcher took over")
+
+    applied = []
+    handlers = {**HANDLERS, m.TaskCancel: lambda ctx, msg: applied.append(msg)}
+    applier = Applier(ctx, handlers, on_heartbeats, in_transaction=fence, record=changes.record_message)
+    with pytest.raises(LeadershipLost):
+        applier.apply(burst_of(hello("a1"), m.TaskCancel(task_id=1)))
+    assert applied == [] and Worker.select().count() == 0
+    assert ctx.changed == {} and ctx.outbox == []
+
+
+def test_every_event_of_a_burst_records_its_change_but_an_isolated_failure_records_none(ctx):
+    def noting_then_exploding(ctx, msg):
+        changes.task(ctx, msg.task_id)  # a handler's own change record, undone with its savepoint
+        exploding(ctx, msg)
+
+    handlers = {**HANDLERS, m.TaskCancel: noting_then_exploding}
+    applier = Applier(ctx, handlers, on_heartbeats, record=changes.record_message)
+    applier.apply(burst_of(hello("a1"), m.TaskCancel(task_id=7), m.TaskUpdate(task_id=8, priority=3),
+                           m.AgentHeartbeat(agent="a1", sent_at=1.0)))
+    assert set(ctx.changed) == {("worker", None, "a1"), ("task", 8), ("heartbeats",)}
 
 
 def test_heartbeats_write_readings_only_when_they_change(ctx):
