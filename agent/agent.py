@@ -45,7 +45,10 @@ from common.messages import (
     ChunkStarted,
     ControlAbort,
     ControlHalt,
+    ControlPools,
     ControlResume,
+    ControlSleep,
+    ControlStop,
     ControlWelcome,
     Message,
 )
@@ -60,6 +63,9 @@ MAX_RECONNECT_DELAY_S = 30.0
 HELLO_RETRY_S = 5.0
 # Commands that run inside the agent and finish at once (no child process).
 INLINE_COMMANDS = frozenset({"noop"})
+# Exit codes of the agent process: 0 after a stop (signal, `control.stop` stop or stop_now);
+# EXIT_RESTART (EX_TEMPFAIL) after `control.stop` restart, which supervisors restart on.
+EXIT_OK, EXIT_RESTART = 0, 75
 
 
 class ChunkLog(logging.LoggerAdapter):
@@ -104,6 +110,11 @@ class Agent:
         self._ready = threading.Event()
         self._finished = threading.Event()
         self._chunk_consumers: list[Consumer] = []
+        self._chunk_channel: Any = None
+        # Operator control (control.stop / control.sleep): the exit code and the goodbye's reason.
+        self.exit_code = EXIT_OK
+        self._stop_reason = ""
+        self.asleep = False
         self._consuming = False
         self._connected_once = False
         self._reconnect_delay_s = 1.0
@@ -205,15 +216,29 @@ class Agent:
         control = Consumer(control_channel, [agent_queue], accept=[CONTENT_TYPE],
                            on_message=functools.partial(self._on_control, agent_queue.name))
         control.consume()
-        chunk_channel = conn.channel()
+        self._chunk_channel = conn.channel()
         # One unacked chunk at a time across every chunk queue of this agent.
-        chunk_channel.basic_qos(0, 1, True)
-        self._chunk_consumers = [
-            Consumer(chunk_channel, [queue], accept=[CONTENT_TYPE],
-                     on_message=functools.partial(self._on_chunk, queue.name))
-            for queue in self._chunk_queues()
-        ]
+        self._chunk_channel.basic_qos(0, 1, True)
+        self._chunk_consumers = self._new_chunk_consumers()
         self._consuming = False
+
+    def _new_chunk_consumers(self) -> list[Consumer]:
+        return [Consumer(self._chunk_channel, [queue], accept=[CONTENT_TYPE],
+                         on_message=functools.partial(self._on_chunk, queue.name))
+                for queue in self._chunk_queues()]
+
+    def resubscribe(self, pools: list[str]) -> None:
+        """Take chunks from ``pools`` from now on: swap the chunk consumers, keep the connection.
+
+        Runs on the consumer thread (from a control message). A chunk being run is
+        not touched; the new consumers start when the agent next wants work.
+        """
+        if sorted(pools) == sorted(self.pools):
+            return
+        log.info("agent %s: pools %s -> %s", self.name, ",".join(self.pools), ",".join(pools))
+        self._set_consuming(False)
+        self.pools = list(pools)
+        self._chunk_consumers = self._new_chunk_consumers()  # declares the new queues
 
     def _chunk_queues(self) -> list[Any]:
         return [self.topology.chunk_queue(pool, command)
@@ -233,7 +258,8 @@ class Agent:
             log.warning("agent %s: no welcome from the dispatcher yet (is it running, with the same "
                         "CORRAL_AGENT_SECRET?); saying hello again", self.name)
             self._say_hello()
-        self._set_consuming(held is None and not self._stop_requested.is_set() and self._welcomed())
+        self._set_consuming(held is None and not self._stop_requested.is_set() and self._welcomed()
+                            and not self.asleep)
         busy = held is not None or self._stop_requested.is_set()
         try:
             conn.drain_events(timeout=BUSY_DRAIN_S if busy else IDLE_DRAIN_S)
@@ -260,7 +286,7 @@ class Agent:
             if held.thread is not None:
                 held.thread.join(self.config.kill_grace_s + 5)
         self._heartbeat.stop()
-        reason = "killed" if self._kill_requested.is_set() else "stopped"
+        reason = self._stop_reason or ("killed" if self._kill_requested.is_set() else "stopped")
         try:
             self.publisher.event(AgentGoodbye(agent=self.name, reason=reason, boot_id=self.boot_id))
         except BrokerUnavailable as exc:
@@ -302,6 +328,8 @@ class Agent:
             if msg.action == "cancel" and held is not None and held.assign.task_id == msg.task_id:
                 log.info("task %s canceled: killing its chunk %s", msg.task_id, held.assign.chunk_id)
                 held.run.cancel("canceled", f"task {msg.task_id} canceled")
+        elif isinstance(msg, (ControlPools, ControlStop, ControlSleep)):
+            self._on_operator_control(msg)
         elif isinstance(msg, ControlResume):
             self.halted.discard(msg.task_id)
         elif isinstance(msg, ControlWelcome):
@@ -312,6 +340,27 @@ class Agent:
                     log.info("agent %s: welcomed by the dispatcher; taking chunks", self.name)
         else:
             log.warning("ignoring unexpected %s on the control queue", msg.kind)
+
+    def _on_operator_control(self, msg: ControlPools | ControlStop | ControlSleep) -> None:
+        """Pools, stop actions and sleep windows the operator set through the dispatcher."""
+        if msg.agent != self.name:
+            return
+        if isinstance(msg, ControlPools):
+            self.resubscribe(msg.pools)
+        elif isinstance(msg, ControlSleep):
+            if msg.asleep != self.asleep:
+                log.info("agent %s: %s (%s)", self.name, "asleep: taking no chunks" if msg.asleep
+                         else "awake: taking chunks again", msg.reason or "sleep schedule")
+            self.asleep = msg.asleep
+        elif not self._stop_requested.is_set():
+            log.info("agent %s: %s requested by the operator", self.name, msg.mode)
+            self._stop_reason = f"{msg.mode} requested by the operator"
+            if msg.mode == "restart":
+                self.exit_code = EXIT_RESTART
+            if msg.mode == "stop_now":
+                self.request_kill()
+            else:
+                self.request_stop()
 
     def _on_chunk(self, queue: str, message: Any) -> None:
         msg = decode_or_dead_letter(self.publisher, message, queue)
@@ -340,6 +389,8 @@ class Agent:
     def _decline_reason(self, assign: ChunkAssign) -> str:
         if self._stop_requested.is_set():
             return "agent stopping"
+        if self.asleep:
+            return f"agent {self.name} is asleep (sleep schedule)"
         if self.name in assign.exclude_agents:
             return f"agent {self.name} is excluded"
         if assign.command not in self.registry.executors:

@@ -32,7 +32,8 @@ def run_agent(config: Config, name: str, pools: list[str], registry: Registry | 
     """Run an agent in the foreground with signal handlers; returns the exit code.
 
     SIGTERM or SIGINT: stop after the running chunk; a second one, or SIGUSR1:
-    kill the running chunk and hand it back now.
+    kill the running chunk and hand it back now. Exit code 0, or 75 after the
+    operator's ``restart`` (``control.stop`` with mode restart).
     """
     agent = Agent(config, name, pools, registry)
     received = 0
@@ -63,7 +64,9 @@ def run_agent(config: Config, name: str, pools: list[str], registry: Registry | 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         pidfile.unlink(missing_ok=True)
-    return 0
+    if agent.exit_code:
+        log.info("exiting with %d so that the supervisor starts the agent again", agent.exit_code)
+    return agent.exit_code
 
 
 def _alive(pid: int) -> bool:

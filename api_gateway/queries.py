@@ -115,7 +115,8 @@ def chunks_of(task_id: int) -> list[dict[str, Any]]:
 
 SUMMARY_COLUMNS = (Worker.id, Worker.name, Worker.activity, Worker.connection, Worker.current_task,
                    Worker.hostname, Worker.ip_address, Worker.port, Worker.status, Worker.system,
-                   Worker.pools, Worker.commands, Worker.versions, Worker.last_heartbeat)
+                   Worker.pools, Worker.commands, Worker.versions, Worker.last_heartbeat,
+                   Worker.operator_pools, Worker.pending_action, Worker.sleep_schedule, Worker.asleep)
 
 
 def all_workers() -> list[Worker]:

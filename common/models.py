@@ -78,6 +78,13 @@ class Worker(BaseModel):
     update_frequent = JSONField(default=dict)
     update_less_frequent = JSONField(default=dict)
     registered_at = DoubleField(default=time.time)
+    # Operator control (migration 2). ``pools`` above is what scheduling uses: the
+    # operator's ``operator_pools`` when set, else the agent's own ``agent_pools``.
+    operator_pools = JSONField(null=True)
+    agent_pools = JSONField(null=True)
+    pending_action = CharField(max_length=16, null=True)  # stop | stop_now | restart
+    sleep_schedule = JSONField(null=True)  # common.schedule form
+    asleep = BooleanField(default=False)  # inside its sleep window, as the dispatcher last judged
 
     class Meta:
         table_name = "workers"

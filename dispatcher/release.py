@@ -31,6 +31,7 @@ from common.models import (
     Worker,
     database_proxy,
 )
+from dispatcher import fleet
 from dispatcher.context import Context
 
 log = logging.getLogger("dispatcher.release")
@@ -41,8 +42,9 @@ SKIP_ALLOWANCE = 20
 def release(ctx: Context, publisher: Publisher) -> int:
     """Publish as many pending chunks as the queues have room for; return how many."""
     online = online_workers()
-    workers = [w for w in online if w.status == ENABLED]
-    disabled = sorted(w.name for w in online if w.status == DISABLED)
+    workers = [w for w in online if w.status == ENABLED and fleet.takes_chunks(w)]
+    # Disabled, asleep and stopping agents decline what reaches them anyway.
+    disabled = sorted(w.name for w in online if w.status == DISABLED or not fleet.takes_chunks(w))
     released = dict(
         ((pool, command), n) for pool, command, n in
         Chunk.select(Task.pool, Chunk.command, fn.COUNT(Chunk.id)).join(Task)
@@ -60,7 +62,8 @@ def release(ctx: Context, publisher: Publisher) -> int:
 def online_workers() -> list[Worker]:
     """Online workers with just the columns scheduling needs (no readings to decode)."""
     return list(Worker.select(Worker.id, Worker.name, Worker.status, Worker.pools, Worker.commands,
-                              Worker.current_lease).where(Worker.connection == ONLINE))
+                              Worker.current_lease, Worker.asleep, Worker.pending_action)
+                .where(Worker.connection == ONLINE))
 
 
 def pending_by_task(ctx: Context) -> list[tuple[int, str, str]]:
@@ -153,13 +156,14 @@ def _release_one(ctx: Context, publisher: Publisher, chunk: Chunk, pool: str, ex
 
 def waiting_reasons(ctx: Context) -> dict[int, str]:
     """For each active task with pending chunks that no agent may take now: why."""
-    workers = [w for w in online_workers() if w.status == ENABLED]
+    enabled = [w for w in online_workers() if w.status == ENABLED]
+    workers = [w for w in enabled if fleet.takes_chunks(w)]
     reasons: dict[int, str] = {}
     for task_id, pool, command in pending_by_task(ctx):
         eligible = {w.name for w in workers if pool in w.pools and command in w.commands}
         if not eligible:
-            reasons[task_id] = (f"waiting: no online, enabled agent in pool {pool!r} "
-                                f"can run {command!r}")
+            reasons[task_id] = fleet.unavailable_reason(enabled, pool, command) or (
+                f"waiting: no online, enabled agent in pool {pool!r} can run {command!r}")
         elif eligible <= set(blocked_workers(task_id)):
             reasons[task_id] = (f"waiting: every agent in pool {pool!r} that can run {command!r} "
                                 f"is blocklisted for this task ({', '.join(sorted(eligible))})")

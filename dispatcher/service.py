@@ -22,7 +22,7 @@ from common.config import Config
 from common.db import open_and_migrate
 from common.errors import BrokerUnavailable
 from common.models import database_proxy
-from dispatcher import chunks, release, tasks, workers
+from dispatcher import chunks, fleet, release, tasks, workers
 from dispatcher.context import Context
 from dispatcher.identity import Verifier
 
@@ -232,6 +232,7 @@ class Dispatcher:
             if due:
                 with database_proxy.atomic():
                     workers.check_lost(self.ctx)
+                    fleet.check_schedules(self.ctx)
                 if now >= self._next_sweep:
                     # The safety net: release even if no event asked for it.
                     self.ctx.release_wanted = True

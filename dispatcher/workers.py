@@ -7,6 +7,7 @@ import secrets
 
 from common import messages, signing
 from common.models import DISABLED, ENABLED, OFFLINE, ONLINE, RELEASED, RUNNING, Chunk, Worker, database_proxy
+from dispatcher import fleet
 from dispatcher.context import Context
 from dispatcher.leases import requeue_lost
 
@@ -35,6 +36,7 @@ def on_hello(ctx: Context, msg: messages.AgentHello) -> None:
         boot_id=msg.boot_id, connection=ONLINE, last_heartbeat=ctx.clock(),
         activity=worker.activity or "idle",
     ).where(Worker.id == worker.id).execute()
+    fleet.after_hello(ctx, worker, msg)
     if worker.connection != ONLINE:
         log.info("worker %s: %s -> online (hello)", msg.agent, worker.connection)
     ctx.wake_release()
@@ -122,6 +124,7 @@ def on_goodbye(ctx: Context, msg: messages.AgentGoodbye) -> None:
     Worker.update(connection=OFFLINE, activity=f"stopped: {msg.reason}"[:255]).where(
         Worker.id == worker.id).execute()
     log.info("worker %s: %s -> offline (goodbye: %s)", worker.name, worker.connection, msg.reason)
+    fleet.after_goodbye(ctx, worker)
 
 
 def on_update(ctx: Context, msg: messages.WorkerUpdate) -> None:
@@ -134,6 +137,7 @@ def on_update(ctx: Context, msg: messages.WorkerUpdate) -> None:
         ctx.wake_release()
     if msg.activity:
         Worker.update(activity=msg.activity).where(Worker.id == worker.id).execute()
+    fleet.on_update(ctx, worker, msg)
 
 
 def check_lost(ctx: Context) -> int:
