@@ -64,7 +64,8 @@ def test_each_control_field_becomes_one_worker_update_for_the_dispatcher(client,
     ({"pool": ["gpu"]}, "pool"),
     ({}, "body"),
 ])
-def test_a_bad_control_field_is_refused_with_400_naming_it_and_nothing_is_sent(client, publisher, body, field):
+def test_a_bad_control_field_is_refused_with_400_naming_it_and_nothing_is_sent(client, publisher, body,
+                                                                              field):
     worker = add_worker()
 
     result = patch(client, worker, body)
