@@ -132,6 +132,26 @@ def after_hello(ctx: Context, before: Worker, msg: messages.AgentHello) -> None:
         Worker.update(changes).where(Worker.id == before.id).execute()
 
 
+def remind(ctx: Context, worker_id: int) -> None:
+    """Re-send the operator's settings to an agent that came back by heartbeat, without a hello.
+
+    An agent judged lost while its connection held (a long pause, a network cut
+    shorter than the broker's heartbeat) never says hello again, yet may have
+    missed what was set while it counted as offline.
+    """
+    worker = Worker.get_or_none(Worker.id == worker_id)
+    if worker is None:
+        return
+    if worker.operator_pools is not None:
+        ctx.send(messages.ControlPools(agent=worker.name, pools=worker.operator_pools), worker.name)
+    if worker.pending_action:
+        ctx.send(messages.ControlStop(agent=worker.name, mode=worker.pending_action), worker.name)
+    if worker.sleep_schedule:
+        ctx.send(messages.ControlSleep(agent=worker.name, asleep=bool(worker.asleep),
+                                       reason=_describe(worker.sleep_schedule) if worker.asleep else ""),
+                 worker.name)
+
+
 def after_goodbye(ctx: Context, worker: Worker) -> None:
     """The agent left: whatever action was pending has happened."""
     if worker.pending_action:

@@ -83,6 +83,7 @@ def on_heartbeats(ctx: Context, beats: list[messages.AgentHeartbeat]) -> None:
     for name in newest:
         if known[name].connection != ONLINE:
             log.info("worker %s: offline -> online (heartbeat)", name)
+            fleet.remind(ctx, known[name].id)
             ctx.wake_release()
     _abort_dead_leases(ctx, {b.lease_id: n for n, b in newest.items() if b.lease_id})
 

@@ -186,3 +186,18 @@ def test_a_chunk_running_when_the_window_opens_is_left_to_finish(farm):  # noqa:
     assert Chunk.get_by_id(first.chunk_id).status == "completed"
     assert farm.release() == []  # the second chunk waits for the window to close
     assert Task.get_by_id(tid).frames_done == 1
+
+
+def test_an_agent_back_by_heartbeat_without_a_hello_is_reminded_of_what_was_set_meanwhile(farm):  # noqa: F811
+    farm.now = MONDAY_10
+    hello(farm, "a1")
+    Worker.update(connection="offline").where(Worker.name == "a1").execute()  # judged lost
+    update(farm, "a1", action="stop", pools=["gpu"], sleep_schedule=WORKDAY)
+    farm.pub.controls.clear()
+
+    farm.apply(m.AgentHeartbeat(agent="a1", sent_at=farm.now, boot_id="b1"))
+
+    kinds = {type(msg): msg for msg, agent in farm.pub.controls if agent == "a1"}
+    assert kinds[m.ControlStop].mode == "stop"
+    assert kinds[m.ControlPools].pools == ["gpu"]
+    assert kinds[m.ControlSleep].asleep is True
