@@ -179,3 +179,29 @@ def test_a_schedule_and_a_stop_set_while_the_agent_is_offline_hold_when_it_comes
     assert exit_code(farm, "o1") == 0
     assert [c["status"] for c in chunks(farm, task["id"])] == ["pending"]
     assert worker(farm, "o1")["pending_action"] is None
+
+
+def test_the_worker_control_migration_upgrades_an_old_postgresql_database(pg_database):
+    import psycopg2
+
+    from common.db import open_and_migrate
+    from common.models import Worker, database_proxy
+
+    con = psycopg2.connect(pg_database)
+    with con, con.cursor() as cur:
+        cur.execute("CREATE TABLE workers (id SERIAL PRIMARY KEY, name VARCHAR(200) NOT NULL UNIQUE, "
+                    "pools TEXT NOT NULL DEFAULT '[]')")
+        cur.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)")
+        cur.execute("INSERT INTO schema_version VALUES (1, 0)")
+        cur.execute("INSERT INTO workers (name) VALUES ('old-node')")
+    con.close()
+
+    db = open_and_migrate(pg_database)
+    open_and_migrate(pg_database)  # a second migrator finds nothing to do
+
+    with database_proxy.connection_context():
+        node = Worker.select(Worker.name, Worker.asleep, Worker.pending_action).get()
+        assert (node.name, node.asleep, node.pending_action) == ("old-node", False, None)
+        present = {c.name for c in db.get_columns("workers")}
+        assert {"operator_pools", "agent_pools", "sleep_schedule"} <= present
+    db.close()

@@ -1,0 +1,50 @@
+"""Migration 2 adds the worker-control columns to a database made by an older release, once."""
+from __future__ import annotations
+
+import sqlite3
+
+from common.db import MIGRATIONS, open_and_migrate
+from common.models import SchemaVersion, Worker, database_proxy
+
+NEW_COLUMNS = {"operator_pools", "agent_pools", "pending_action", "sleep_schedule", "asleep"}
+
+
+def old_release_database(path) -> None:
+    """A workers table as migration 1 made it before worker control existed, with one worker."""
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE workers (id INTEGER PRIMARY KEY, name VARCHAR(200) NOT NULL UNIQUE, "
+                "pools TEXT NOT NULL DEFAULT '[]')")
+    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
+    con.execute("INSERT INTO schema_version VALUES (1, 0)")
+    con.execute("INSERT INTO workers (name, pools) VALUES ('old-node', '[\"default\"]')")
+    con.commit()
+    con.close()
+
+
+def columns(db) -> set[str]:
+    return {c.name for c in db.get_columns("workers")}
+
+
+def test_an_old_database_gains_the_columns_and_keeps_its_workers(tmp_path):
+    path = tmp_path / "old.db"
+    old_release_database(path)
+
+    db = open_and_migrate(f"sqlite:///{path}")
+
+    assert NEW_COLUMNS <= columns(db)
+    with database_proxy.connection_context():
+        node = Worker.select(Worker.name, Worker.asleep, Worker.pending_action, Worker.sleep_schedule).get()
+        assert (node.name, node.asleep, node.pending_action, node.sleep_schedule) == (
+            "old-node", False, None, None)
+        assert {v.version for v in SchemaVersion.select()} == set(range(1, len(MIGRATIONS) + 1))
+    db.close()
+
+
+def test_on_a_new_database_the_migration_finds_its_columns_already_there(tmp_path):
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    db = open_and_migrate(url)
+    with database_proxy.connection_context():
+        SchemaVersion.delete().where(SchemaVersion.version == 2).execute()
+    db = open_and_migrate(url)  # runs migration 2 again over a table that has every column
+    assert NEW_COLUMNS <= columns(db)
+    db.close()
