@@ -352,9 +352,11 @@ class Agent:
                 log.info("agent %s: %s (%s)", self.name, "asleep: taking no chunks" if msg.asleep
                          else "awake: taking chunks again", msg.reason or "sleep schedule")
             self.asleep = msg.asleep
-        elif not self._stop_requested.is_set():
+        else:
+            # Repeats are harmless (the dispatcher re-sends after each hello); stop_now may escalate
+            # a stop under way, and restart turns one into a restart.
             log.info("agent %s: %s requested by the operator", self.name, msg.mode)
-            self._stop_reason = f"{msg.mode} requested by the operator"
+            self._stop_reason = self._stop_reason or f"{msg.mode} requested by the operator"
             if msg.mode == "restart":
                 self.exit_code = EXIT_RESTART
             if msg.mode == "stop_now":
