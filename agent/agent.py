@@ -37,6 +37,7 @@ from common.config import Config
 from common.errors import BrokerUnavailable, ValidationError
 from common.frames import expand
 from common.messages import (
+    WORKER_ACTIONS,
     AgentGoodbye,
     AgentHello,
     ChunkAssign,
@@ -352,6 +353,8 @@ class Agent:
                 log.info("agent %s: %s (%s)", self.name, "asleep: taking no chunks" if msg.asleep
                          else "awake: taking chunks again", msg.reason or "sleep schedule")
             self.asleep = msg.asleep
+        elif msg.mode not in WORKER_ACTIONS:
+            log.warning("agent %s: ignoring control.stop with unknown mode %r", self.name, msg.mode)
         else:
             # Repeats are harmless (the dispatcher re-sends after each hello); stop_now may escalate
             # a stop under way, and restart turns one into a restart.
