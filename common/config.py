@@ -14,6 +14,7 @@ from pathlib import Path
 from common.errors import ConfigError
 
 AMQP_DEFAULT = "amqp://guest:guest@localhost:5672//"
+QUEUE_TYPES = ("classic", "quorum")
 NAMESPACE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
 
 
@@ -21,7 +22,16 @@ NAMESPACE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
 class Config:
     """Settings shared by the gateway, the dispatcher, the agents and the CLI."""
 
+    # One address, or several separated by ';' (the nodes of a RabbitMQ cluster): every
+    # connection tries them in turn, starting with the one that answered last.
     broker_url: str = AMQP_DEFAULT
+    # "classic", or "quorum" for a RabbitMQ cluster: the durable queues become replicated
+    # quorum queues (docs/architecture.md, "Running on a RabbitMQ cluster").
+    queue_type: str = "classic"
+    # AMQP heartbeats of the long-lived consuming connections (agents, dispatcher): a broker
+    # or a peer silent for about twice this long is taken as gone, so a partitioned agent
+    # reconnects and the broker drops its side. 0 turns them off.
+    amqp_heartbeat_s: float = 30.0
     database_url: str = ""
     namespace: str = "corral"
     data_dir: str = "var"
@@ -61,6 +71,11 @@ class Config:
         return self.broker_url.startswith("memory://")
 
     @property
+    def broker_urls(self) -> tuple[str, ...]:
+        """The broker addresses, in the order given."""
+        return tuple(url.strip() for url in self.broker_url.split(";") if url.strip())
+
+    @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
@@ -77,8 +92,7 @@ class Config:
             raise ConfigError(
                 f"CORRAL_NAMESPACE {self.namespace!r} must be 1-64 letters, digits, '.', '_' or '-'"
             )
-        if not self.broker_url.startswith(("amqp://", "amqps://", "pyamqp://", "memory://")):
-            raise ConfigError(f"CORRAL_BROKER_URL {self.broker_url!r} must be amqp://... or memory://")
+        self._validate_broker()
         url = self.resolved_database_url
         if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
             raise ConfigError(f"CORRAL_DATABASE_URL {url!r} must be sqlite:///... or postgresql://...")
@@ -91,6 +105,20 @@ class Config:
             )
         self._validate_security()
         return self
+
+    def _validate_broker(self) -> None:
+        urls = self.broker_urls
+        if not urls:
+            raise ConfigError("CORRAL_BROKER_URL is empty: give amqp://... or memory://")
+        for url in urls:
+            if not url.startswith(("amqp://", "amqps://", "pyamqp://", "memory://")):
+                raise ConfigError(f"CORRAL_BROKER_URL {url!r} must be amqp://... or memory://")
+        if len(urls) > 1 and any(url.startswith("memory://") for url in urls):
+            raise ConfigError("CORRAL_BROKER_URL: memory:// cannot be one of several broker addresses")
+        if self.amqp_heartbeat_s < 0:
+            raise ConfigError("CORRAL_AMQP_HEARTBEAT must be 0 (off) or a positive number of seconds")
+        if self.queue_type not in QUEUE_TYPES:
+            raise ConfigError(f"CORRAL_QUEUE_TYPE {self.queue_type!r} must be " + " or ".join(QUEUE_TYPES))
 
     def _validate_security(self) -> None:
         if self.admin_token and (len(self.admin_token) < 16 or not self.admin_token.isprintable()
@@ -111,6 +139,8 @@ _ENV = {
     "CORRAL_BROKER_URL": ("broker_url", str),
     "CORRAL_DATABASE_URL": ("database_url", str),
     "CORRAL_NAMESPACE": ("namespace", str),
+    "CORRAL_QUEUE_TYPE": ("queue_type", str),
+    "CORRAL_AMQP_HEARTBEAT": ("amqp_heartbeat_s", float),
     "CORRAL_DATA_DIR": ("data_dir", str),
     "CORRAL_HEARTBEAT_INTERVAL": ("heartbeat_interval_s", float),
     "CORRAL_AGENT_TIMEOUT": ("agent_timeout_s", float),

@@ -109,8 +109,7 @@ class Dispatcher:
 
     def _consume(self) -> None:
         topo = self.bus.topology
-        with self.bus.connection(heartbeat=20) as conn:
-            conn.ensure_connection(max_retries=1)
+        with self.bus.connect(heartbeat=self.config.amqp_heartbeat_s) as conn:
             channel = conn.channel()
             self.bus.declare_core(channel)
             channel.basic_qos(0, PREFETCH, False)
@@ -118,8 +117,9 @@ class Dispatcher:
             # Unacknowledged heartbeats of a lost connection come back by redelivery.
             self._beats.clear()
             with Consumer(channel, queues=queues, on_message=self._on_message):
-                log.info("dispatcher consuming from %s (namespace %s)",
-                         ", ".join(q.name for q in queues), topo.namespace)
+                log.info("dispatcher consuming from %s (namespace %s) on %s",
+                         ", ".join(q.name for q in queues), topo.namespace,
+                         conn.as_uri(include_password=False))
                 self.ctx.grace_until = self.ctx.clock() + self.config.agent_timeout_s
                 self.ready.set()
                 self._delay_s = FIRST_RECONNECT_DELAY_S

@@ -35,9 +35,9 @@ class Farm:
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}"
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
+    def _spawn(self, name: str, *args: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
         log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([*CORRAL, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([*prefix, *CORRAL, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         self.procs[name] = proc
         return proc
@@ -55,11 +55,12 @@ class Farm:
     def dispatcher(self) -> subprocess.Popen:
         return self._spawn("dispatcher", "dispatcher")
 
-    def agent(self, name: str, *pools: str) -> subprocess.Popen:
+    def agent(self, name: str, *pools: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+        """An agent process; ``prefix`` wraps its command (``ip netns exec NS`` for another host)."""
         args = ["agent", "--name", name]
         for pool in pools:
             args += ["--pool", pool]
-        return self._spawn(f"agent-{name}", *args)
+        return self._spawn(f"agent-{name}", *args, prefix=prefix)
 
     def wait_online(self, names: list[str], timeout: float = 30) -> dict:
         def online():
