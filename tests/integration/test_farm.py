@@ -96,8 +96,10 @@ def test_cancel_mid_run_kills_the_child_process_and_ends_the_task_canceled(runni
              what="the chunk to start")
 
     def sleeper():
-        return [p for p in psutil.process_iter(["cmdline"])
-                if "agent.children.sleeper" in " ".join(p.info["cmdline"] or [])]
+        # Only this farm's agents' children: other test runs on the machine have sleepers too.
+        agents = [psutil.Process(proc.pid) for name, proc in farm.procs.items() if name.startswith("agent-")]
+        return [p for agent in agents for p in agent.children(recursive=True)
+                if "agent.children.sleeper" in " ".join(p.cmdline())]
     children = wait_for(sleeper, timeout=10, what="the sleep child process")
     import requests
 
