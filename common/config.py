@@ -65,6 +65,8 @@ class Config:
     agent_secret: str = dataclasses.field(default="", repr=False)
     # How old GET /workers and task totals may be (seconds, per gateway process); 0: always fresh.
     api_cache_s: float = 1.0
+    # GET /metrics without a token (for a Prometheus that cannot send one); otherwise scope read.
+    metrics_public: bool = False
 
     @property
     def embedded_broker(self) -> bool:
@@ -152,6 +154,7 @@ _ENV = {
     "CORRAL_KILL_GRACE": ("kill_grace_s", float),
     "CORRAL_AGENT_SECRET": ("agent_secret", str),
     "CORRAL_API_CACHE": ("api_cache_s", float),
+    "CORRAL_METRICS_PUBLIC": ("metrics_public", bool),
     "CORRAL_STORAGE_ROOTS": ("storage_roots", tuple),
     "CORRAL_ADMIN_TOKEN": ("admin_token", str),
     "CORRAL_MAX_BODY_BYTES": ("max_body_bytes", int),

@@ -58,7 +58,16 @@ def _m1_initial(db: Database) -> None:
     db.create_tables(models.ALL_MODELS)
 
 
-def _m2_worker_control(db: Database) -> None:
+# Append only: a released migration never changes. Migration 1 creates every
+# model's table as the models stand; later migrations must therefore be
+# idempotent (add a column only if it is missing, create tables with safe=True)
+# so that they are right both on databases made by an older release and on new ones.
+def _m_farm_counts(db: Database) -> None:
+    """The durable counters behind corral_chunks_finished_total and the chunk histograms."""
+    db.create_tables([models.FarmCount], safe=True)
+
+
+def _m_worker_control(db: Database) -> None:
     """Operator control of workers: pools set at runtime, a pending action, a sleep schedule."""
     from playhouse import migrate as schema
 
@@ -67,14 +76,10 @@ def _m2_worker_control(db: Database) -> None:
     wanted = ("operator_pools", "agent_pools", "pending_action", "sleep_schedule", "asleep")
     migrator = schema.SchemaMigrator.from_database(db)
     schema.migrate(*(migrator.add_column(models.Worker._meta.table_name, name, fields[name])
-              for name in wanted if name not in present))
+                     for name in wanted if name not in present))
 
 
-# Append only: a released migration never changes. Migration 1 creates every
-# model's table as the models stand; later migrations must therefore be
-# idempotent (add a column only if it is missing, create tables with safe=True)
-# so that they are right both on databases made by an older release and on new ones.
-MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m2_worker_control]
+MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m_farm_counts, _m_worker_control]
 
 
 def migrate(db: Database) -> int:

@@ -82,7 +82,7 @@ class WorkerUpdate(Message):
     worker_id: int
     status: str | None = None  # enabled | disabled
     activity: str | None = None  # legacy "rendering" | "available" reports
-    # Operator control (docs/operations-fleet.md). None means "no change" for each.
+    # Operator control (docs/operations.md). None means "no change" for each.
     pools: list[str] | None = None  # the pools the agent takes chunks from from now on
     pools_reset: bool = False  # go back to the pools the agent itself asked for
     action: str | None = None  # WORKER_ACTIONS: stop | stop_now | restart

@@ -78,7 +78,7 @@ class Worker(BaseModel):
     update_frequent = JSONField(default=dict)
     update_less_frequent = JSONField(default=dict)
     registered_at = DoubleField(default=time.time)
-    # Operator control (migration 2). ``pools`` above is what scheduling uses: the
+    # Operator control (migration _m_worker_control). ``pools`` above is what scheduling uses: the
     # operator's ``operator_pools`` when set, else the agent's own ``agent_pools``.
     operator_pools = JSONField(null=True)
     agent_pools = JSONField(null=True)
@@ -209,6 +209,25 @@ class SchemaVersion(BaseModel):
 
     class Meta:
         table_name = "schema_version"
+
+
+class FarmCount(BaseModel):
+    """A durable farm counter or histogram bucket (common/farmstats.py), summed by the dispatcher.
+
+    Written in the same transaction as the state change it counts, so it is exact
+    under redelivery and failover; the gateway reads the few rows at scrape time.
+    """
+
+    id = AutoField()
+    metric = CharField(max_length=32)
+    first = CharField(max_length=64, default="")  # the first label's value (command or pool)
+    second = CharField(max_length=64, default="")  # the second label's value (outcome or phase)
+    le = DoubleField(default=0.0)  # a histogram bucket's upper bound; 0 for counters and sums
+    value = DoubleField(default=0.0)
+
+    class Meta:
+        table_name = "farm_counts"
+        indexes = ((("metric", "first", "second", "le"), True),)
 
 
 ALL_MODELS = (Worker, Task, Chunk, Attempt, Blocklist, Token)

@@ -1,7 +1,7 @@
 """Operator control of workers: pools at runtime, stop/restart actions, sleep schedules.
 
 The dispatcher is the authority for all three, so they hold for an agent that is
-offline when the operator sets them (docs/operations-fleet.md):
+offline when the operator sets them (docs/operations.md):
 
 - ``pools``: stored as the operator's choice; scheduling uses it at once and the
   agent is told (``control.pools``) now and after every hello, so it re-subscribes.

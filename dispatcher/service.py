@@ -22,7 +22,7 @@ from common.config import Config
 from common.db import open_and_migrate
 from common.errors import BrokerUnavailable
 from common.models import database_proxy
-from dispatcher import chunks, fleet, release, tasks, workers
+from dispatcher import chunks, fleet, metrics, release, tasks, workers
 from dispatcher.context import Context
 from dispatcher.identity import Verifier
 
@@ -90,7 +90,7 @@ class Dispatcher:
 
     def run(self) -> None:
         open_and_migrate(self.config.resolved_database_url)
-        self.publisher = self.bus.publisher()
+        self.publisher = metrics.instrument(self.bus.publisher())
         while not self._stopping.is_set():
             try:
                 self._consume()
@@ -164,7 +164,9 @@ class Dispatcher:
                                        "dispatcher")
             message.ack()
             return
-        if self._apply(handler, msg, message):
+        with metrics.timed(msg.kind):
+            applied = self._apply(handler, msg, message)
+        if applied:
             message.ack()
             for agent, key in self.ctx.issued_keys.items():
                 self.verifier.remember(agent, key)
@@ -205,6 +207,7 @@ class Dispatcher:
         if not beats:
             return
         if self._apply(_apply_heartbeats, [b for b, _ in beats], None):
+            metrics.heartbeats_applied(len(beats))
             for _, delivery in beats:
                 delivery.ack()
             self._flush_outbox()
@@ -231,7 +234,7 @@ class Dispatcher:
             database_proxy.connect(reuse_if_open=True)
             if due:
                 with database_proxy.atomic():
-                    workers.check_lost(self.ctx)
+                    metrics.agents_lost(workers.check_lost(self.ctx))
                     fleet.check_schedules(self.ctx)
                 if now >= self._next_sweep:
                     # The safety net: release even if no event asked for it.
@@ -245,7 +248,7 @@ class Dispatcher:
             self._flush_outbox()
             if self.ctx.release_wanted:
                 self.ctx.release_wanted = False
-                release.release(self.ctx, self.publisher)
+                metrics.released(release.release(self.ctx, self.publisher))
         except DB_ERRORS as exc:
             log.warning("database error in periodic work (%s); retrying", exc)
             database_proxy.close()
@@ -261,11 +264,17 @@ def _kind(msg: messages.Message | list[messages.Message]) -> str:
     return f"{len(msg)} heartbeats" if isinstance(msg, list) else msg.kind
 
 
-def run_dispatcher(config: Config) -> int:
+def run_dispatcher(config: Config, metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> int:
     """Foreground dispatcher for the CLI: SIGTERM or SIGINT stops it cleanly."""
     import signal
 
     dispatcher = Dispatcher(config)
+    if metrics_port is not None:
+        try:
+            metrics.serve(dispatcher, metrics_port, metrics_host)
+        except OSError as exc:
+            raise SystemExit(f"corral dispatcher: cannot serve metrics on {metrics_host}:{metrics_port}: "
+                             f"{exc.strerror or exc}") from None
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signum)

@@ -1,11 +1,12 @@
-"""Migration 2 adds the worker-control columns to a database made by an older release, once."""
+"""The worker-control migration adds its columns to a database made by an older release, once."""
 from __future__ import annotations
 
 import sqlite3
 
-from common.db import MIGRATIONS, open_and_migrate
+from common.db import MIGRATIONS, _m_worker_control, open_and_migrate
 from common.models import SchemaVersion, Worker, database_proxy
 
+WORKER_CONTROL = MIGRATIONS.index(_m_worker_control) + 1  # its schema version
 NEW_COLUMNS = {"operator_pools", "agent_pools", "pending_action", "sleep_schedule", "asleep"}
 
 
@@ -44,7 +45,7 @@ def test_on_a_new_database_the_migration_finds_its_columns_already_there(tmp_pat
     url = f"sqlite:///{tmp_path / 'new.db'}"
     db = open_and_migrate(url)
     with database_proxy.connection_context():
-        SchemaVersion.delete().where(SchemaVersion.version == 2).execute()
-    db = open_and_migrate(url)  # runs migration 2 again over a table that has every column
+        SchemaVersion.delete().where(SchemaVersion.version == WORKER_CONTROL).execute()
+    db = open_and_migrate(url)  # runs the migration again over a table that has every column
     assert NEW_COLUMNS <= columns(db)
     db.close()
