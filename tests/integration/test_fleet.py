@@ -125,7 +125,8 @@ def test_restart_finishes_the_chunk_exits_75_and_the_restarted_agent_keeps_its_w
 
     patch(farm, "r1", {"action": "restart"})
 
-    assert worker(farm, "r1")["pending_action"] == "restart"
+    wait_for(lambda: worker(farm, "r1")["pending_action"] == "restart", timeout=10,
+             what="the pending restart")
     assert exit_code(farm, "r1") == EXIT_RESTART == 75
     assert farm.get(f"/tasks/{task['id']}")["status"] == "completed"
     farm.procs.pop("agent-r1")
@@ -178,7 +179,8 @@ def test_a_schedule_and_a_stop_set_while_the_agent_is_offline_hold_when_it_comes
     farm.agent("o1")
     assert exit_code(farm, "o1") == 0
     assert [c["status"] for c in chunks(farm, task["id"])] == ["pending"]
-    assert worker(farm, "o1")["pending_action"] is None
+    wait_for(lambda: worker(farm, "o1")["pending_action"] is None, timeout=10,
+             what="the goodbye to clear the pending stop")
 
 
 def test_the_worker_control_migration_upgrades_an_old_postgresql_database(pg_database):
