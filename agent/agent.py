@@ -24,11 +24,12 @@ from typing import Any
 
 from kombu import Connection, Consumer
 
-from agent import machine
-from agent.errors import AgentStartError, ChunkRefused, PreflightFailed
+from agent import executors, machine
+from agent.errors import AgentStartError, ChunkRefused, PreflightFailed, UnsupportedParams
 from agent.halts import HaltSet
 from agent.heartbeat import Heartbeat
-from agent.parsers import Progress
+from agent.parsers import Parser, Progress
+from agent.parsers.base import RefusedParser
 from agent.registry import Registry, default_registry
 from agent.runner import ChunkRun, Result
 from common import storage
@@ -407,7 +408,7 @@ class Agent:
             return f"agent {self.name} is asleep (sleep schedule)"
         if self.name in assign.exclude_agents:
             return f"agent {self.name} is excluded"
-        if assign.command not in self.registry.executors:
+        if self.registry.spec(assign.command) is None:
             return f"command {assign.command} is not supported by agent {self.name}"
         if assign.parser not in self.registry.parsers:
             return f"parser {assign.parser} is not supported by agent {self.name}"
@@ -422,9 +423,10 @@ class Agent:
     def _launch(self, assign: ChunkAssign) -> None:
         chunk_log = ChunkLog(log, {"ids": f"task {assign.task_id} chunk {assign.chunk_id} "
                                           f"attempt {assign.attempt} agent {self.name}"})
-        parser = self.registry.parsers[assign.parser](expand(assign.frames))
+        parser = self._parser(assign, chunk_log)
+        stall = assign.params.get("stall_timeout_s", assign.stall_timeout_s)  # the step's, else the task's
         held = Held(assign, ChunkRun(parser, self.config, functools.partial(self._progress, assign),
-                                     chunk_log, stall_timeout_s=assign.stall_timeout_s))
+                                     chunk_log, stall_timeout_s=stall))
         self.held = held
         chunk_log.info("chunk released -> running (%s, frames %s)", assign.command, assign.frames)
         if assign.command in INLINE_COMMANDS:
@@ -434,6 +436,14 @@ class Agent:
         held.thread = threading.Thread(target=self._execute, args=(held, chunk_log),
                                        name=f"chunk-{assign.chunk_id}", daemon=True)
         held.thread.start()
+
+    def _parser(self, assign: ChunkAssign, chunk_log: ChunkLog) -> Parser:
+        spec = assign.params.get("parser_spec", {})
+        try:
+            return self.registry.parsers[assign.parser](expand(assign.frames), spec)
+        except ChunkRefused as exc:  # a bad pattern: _execute fails the chunk with the reason
+            chunk_log.warning("parser refused: %s", exc)
+            return RefusedParser(expand(assign.frames), str(exc))
 
     def _check_paths(self, assign: ChunkAssign) -> None:
         """Every path a chunk names must resolve inside this farm's storage roots, here too."""
@@ -445,8 +455,12 @@ class Agent:
     def _execute(self, held: Held, chunk_log: ChunkLog) -> None:
         assign = held.assign
         try:
+            if isinstance(held.run.parser, RefusedParser):
+                raise UnsupportedParams(held.run.parser.reason)
             self._check_paths(assign)
-            command = self.registry.executors[assign.command](assign, self.config)
+            spec = self.registry.spec(assign.command)
+            assert spec is not None  # checked before the chunk was taken
+            command = executors.prepare(assign, spec)
             result = held.run.run(command)
         except ChunkRefused as exc:
             # Nothing ran, so the reason is the whole log of this attempt.

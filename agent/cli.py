@@ -35,7 +35,11 @@ def run_agent(config: Config, name: str, pools: list[str], registry: Registry | 
     kill the running chunk and hand it back now. Exit code 0, or 75 after the
     operator's ``restart`` (``control.stop`` with mode restart).
     """
-    agent = Agent(config, name, pools, registry)
+    try:
+        agent = Agent(config, name, pools, registry)
+    except ConfigError as exc:  # a bad CORRAL_AGENT_COMMANDS file: a sentence, not a traceback
+        log.error("%s", exc)
+        return 78  # EX_CONFIG
     received = 0
     pidfile = pid_path(config, name)
     pidfile.parent.mkdir(parents=True, exist_ok=True)

@@ -63,6 +63,11 @@ class Config:
     # The farm's agent secret (docs/security.md): agents sign their hello with it and
     # receive a per-agent key. Empty: agents are not authenticated (warned at start).
     agent_secret: str = dataclasses.field(default="", repr=False)
+    # A directory of job-type files (docs/jobtypes.md), read by the gateway and the dispatcher
+    # on top of the built-in types; empty: only the built-ins.
+    job_types_dir: str = ""
+    # The agent's command registry file (agent/registry.py); empty: the built-in commands found.
+    agent_commands: str = ""
     # How old GET /workers and task totals may be (seconds, per gateway process); 0: always fresh.
     api_cache_s: float = 1.0
     # GET /metrics without a token (for a Prometheus that cannot send one); otherwise scope read.
@@ -154,6 +159,8 @@ _ENV = {
     "CORRAL_KILL_GRACE": ("kill_grace_s", float),
     "CORRAL_AGENT_SECRET": ("agent_secret", str),
     "CORRAL_API_CACHE": ("api_cache_s", float),
+    "CORRAL_JOB_TYPES_DIR": ("job_types_dir", str),
+    "CORRAL_AGENT_COMMANDS": ("agent_commands", str),
     "CORRAL_METRICS_PUBLIC": ("metrics_public", bool),
     "CORRAL_STORAGE_ROOTS": ("storage_roots", tuple),
     "CORRAL_ADMIN_TOKEN": ("admin_token", str),

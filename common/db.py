@@ -12,6 +12,8 @@ from pathlib import Path
 
 from peewee import Database, InterfaceError, OperationalError, PostgresqlDatabase, SqliteDatabase
 from playhouse.db_url import parse as parse_url
+from playhouse.migrate import SchemaMigrator
+from playhouse.migrate import migrate as migrate_columns
 from playhouse.shortcuts import ReconnectMixin
 
 from common import models
@@ -67,19 +69,25 @@ def _m_farm_counts(db: Database) -> None:
     db.create_tables([models.FarmCount], safe=True)
 
 
+def _m_chunk_step(db: Database) -> None:
+    """chunks.step: the job-type step a chunk belongs to (render, video, ...)."""
+    if "step" not in {c.name for c in db.get_columns("chunks")}:
+        migrator = SchemaMigrator.from_database(db)
+        migrate_columns(migrator.add_column("chunks", "step", models.Chunk.step))
+
+
 def _m_worker_control(db: Database) -> None:
     """Operator control of workers: pools set at runtime, a pending action, a sleep schedule."""
-    from playhouse import migrate as schema
-
     present = {column.name for column in db.get_columns(models.Worker._meta.table_name)}
     fields = models.Worker._meta.fields
     wanted = ("operator_pools", "agent_pools", "pending_action", "sleep_schedule", "asleep")
-    migrator = schema.SchemaMigrator.from_database(db)
-    schema.migrate(*(migrator.add_column(models.Worker._meta.table_name, name, fields[name])
-                     for name in wanted if name not in present))
+    migrator = SchemaMigrator.from_database(db)
+    migrate_columns(*(migrator.add_column(models.Worker._meta.table_name, name, fields[name])
+                      for name in wanted if name not in present))
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m_farm_counts, _m_worker_control]
+MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m_farm_counts, _m_chunk_step,
+                                                _m_worker_control]
 
 
 def migrate(db: Database) -> int:

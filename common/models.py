@@ -132,6 +132,7 @@ class Chunk(BaseModel):
     frame_count = IntegerField()
     frames_done = JSONField(default=list)
     depends_on = JSONField(default=list)  # indices of chunks of the same task
+    step = CharField(max_length=64, default="")  # the job type's step (render, video, ...)
     status = CharField(max_length=16, default=PENDING)
     priority = IntegerField(default=50)
     attempts = IntegerField(default=0)

@@ -25,7 +25,7 @@ from common.models import (
     Task,
     Worker,
 )
-from dispatcher import stats, tasks
+from dispatcher import stats, steps, tasks
 from dispatcher.context import Context
 from dispatcher.leases import free_worker, requeue
 from dispatcher.workers import worker_named
@@ -161,7 +161,8 @@ def fail_attempt(ctx: Context, chunk: Chunk, reason: str, log_tail: str) -> None
     chunk.failures = failures
     if chunk.worker_id is not None:
         count_failure(ctx, task, chunk.worker_id)
-    if failures > task.max_retries:
+    retries = steps.max_retries(ctx, task, chunk)
+    if failures > retries:
         Chunk.update(status=FAILED, finished_at=ctx.clock(), lease_id=None).where(
             Chunk.id == chunk.id).execute()
         frames = framelib.format_ranges(chunk.frames) or "none"
@@ -169,5 +170,5 @@ def fail_attempt(ctx: Context, chunk: Chunk, reason: str, log_tail: str) -> None
                                    f"{failures} times; last: {reason}")
         return
     log.warning("chunk %s (task %s #%s): attempt failed (%s); retry %d of %d",
-                chunk.id, task.id, chunk.index, reason, failures, task.max_retries)
+                chunk.id, task.id, chunk.index, reason, failures, retries)
     requeue(ctx, chunk)

@@ -95,11 +95,11 @@ def test_cancel_mid_run_kills_the_child_process_and_ends_the_task_canceled(runni
     wait_for(lambda: farm.get(f"/tasks/{task['id']}")["status"] == "rendering", timeout=20,
              what="the chunk to start")
 
-    def sleeper():
-        # Only this farm's agents' children: other test runs on the machine have sleepers too.
-        agents = [psutil.Process(proc.pid) for name, proc in farm.procs.items() if name.startswith("agent-")]
-        return [p for agent in agents for p in agent.children(recursive=True)
-                if "agent.children.sleeper" in " ".join(p.cmdline())]
+    agents = {proc.pid for proc in farm.procs.values()}
+
+    def sleeper():  # this farm's: other tests on the machine run sleepers too
+        return [p for p in psutil.process_iter(["cmdline", "ppid"])
+                if "agent.children.sleeper" in " ".join(p.info["cmdline"] or []) and p.info["ppid"] in agents]
     children = wait_for(sleeper, timeout=10, what="the sleep child process")
     import requests
 

@@ -7,13 +7,14 @@ import uuid
 import pytest
 
 from agent.agent import Agent
-from agent.executors import EXECUTORS
-from agent.registry import Registry
+from agent.registry import Registry, builtin_commands
 from common.bus import Bus
 from common.config import load_config
+from common.frames import format_ranges
 from common.messages import ChunkAssign, ChunkFinished, ControlHalt, decode
 
-REGISTRY = Registry(executors={name: EXECUTORS[name] for name in ("noop", "sleep")})
+BUILTIN, _ = builtin_commands(load_config({}, blender="/nonexistent/blender", ffmpeg="/nonexistent/ffmpeg"))
+REGISTRY = Registry(specs={name: BUILTIN[name] for name in ("noop", "sleep")})
 
 
 @pytest.fixture
@@ -43,10 +44,12 @@ def finished(events) -> list[ChunkFinished]:
 
 
 def chunk(chunk_id: int, command: str = "noop", **kw) -> ChunkAssign:
-    params = {"seconds_per_frame": 0.05} if command == "sleep" else {}
+    frames = kw.pop("frames", [[1, 2]])
+    # What the compiler gives the sleep job type's chunks: the sleeper's arguments.
+    args = [f"--frames={format_ranges(frames)}", "--seconds", "0.05"]
+    params = {"args": args} if command == "sleep" else {}
     return ChunkAssign(chunk_id=chunk_id, task_id=kw.pop("task_id", 1), lease_id=f"L{chunk_id}",
-                       attempt=1, command=command, parser=command, params=params,
-                       frames=kw.pop("frames", [[1, 2]]), **kw)
+                       attempt=1, command=command, parser=command, params=params, frames=frames, **kw)
 
 
 def test_embedded_agents_take_chunks_and_report_them(bus):
