@@ -193,6 +193,7 @@ def test_the_worker_control_migration_upgrades_an_old_postgresql_database(pg_dat
     with con, con.cursor() as cur:
         cur.execute("CREATE TABLE workers (id SERIAL PRIMARY KEY, name VARCHAR(200) NOT NULL UNIQUE, "
                     "pools TEXT NOT NULL DEFAULT '[]')")
+        cur.execute("CREATE TABLE chunks (id SERIAL PRIMARY KEY)")  # other migrations alter it
         cur.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)")
         cur.execute("INSERT INTO schema_version VALUES (1, 0)")
         cur.execute("INSERT INTO workers (name) VALUES ('old-node')")

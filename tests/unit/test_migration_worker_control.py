@@ -15,6 +15,7 @@ def old_release_database(path) -> None:
     con = sqlite3.connect(path)
     con.execute("CREATE TABLE workers (id INTEGER PRIMARY KEY, name VARCHAR(200) NOT NULL UNIQUE, "
                 "pools TEXT NOT NULL DEFAULT '[]')")
+    con.execute("CREATE TABLE chunks (id INTEGER PRIMARY KEY)")  # other migrations alter it
     con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
     con.execute("INSERT INTO schema_version VALUES (1, 0)")
     con.execute("INSERT INTO workers (name, pools) VALUES ('old-node', '[\"default\"]')")
