@@ -33,7 +33,7 @@ from agent.parsers.base import RefusedParser
 from agent.registry import Registry, default_registry
 from agent.runner import ChunkRun, Result
 from common import storage
-from common.bus import CONNECTION_ERRORS, CONTENT_TYPE, Bus, body_bytes, decode_or_dead_letter
+from common.bus import CONNECTION_ERRORS, CONTENT_TYPE, Bus, decode_or_dead_letter
 from common.config import Config
 from common.errors import BrokerUnavailable, ValidationError
 from common.frames import expand
@@ -309,7 +309,8 @@ class Agent:
             agent=self.name, hostname=socket.gethostname(), system=machine.system_name(),
             pools=self.pools, commands=self.registry.commands, ip_address=ip_address,
             mac_address=mac_address, versions=dict(self.registry.versions), pid=os.getpid(),
-            boot_id=self.boot_id, sent_at=time.time()))
+            boot_id=self.boot_id, sent_at=time.time(), update_frequent=machine.frequent_readings(),
+            update_less_frequent=machine.less_frequent_readings(self.config.data_dir)))
 
     def _held_lease(self) -> str | None:
         held = self.held
@@ -377,8 +378,7 @@ class Agent:
         if not isinstance(msg, ChunkAssign):
             reason = f"{msg.kind} is not a chunk.assign"
             log.warning("dead-lettering a message from %s: %s", queue, reason)
-            routing_key = message.delivery_info.get("routing_key", "")
-            self.publisher.dead_letter(body_bytes(message), reason, routing_key, queue)
+            self.publisher.dead_letter_delivery(message, reason, queue)
             message.ack()
             return
         if self.held is not None or not self._consuming:
@@ -430,8 +430,10 @@ class Agent:
         self.held = held
         chunk_log.info("chunk released -> running (%s, frames %s)", assign.command, assign.frames)
         if assign.command in INLINE_COMMANDS:
-            # Nothing to wait for: run it here, so the next chunk is taken at once.
+            # Nothing to wait for: run it here, so the next chunk is taken at once. It is over
+            # when _execute returns: a delivery that arrives next is taken, not declined as "busy".
             self._execute(held, chunk_log)
+            self.held = None
             return
         held.thread = threading.Thread(target=self._execute, args=(held, chunk_log),
                                        name=f"chunk-{assign.chunk_id}", daemon=True)

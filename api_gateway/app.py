@@ -66,7 +66,7 @@ def create_app(config: Config, publisher: EventPublisher,
     app.add_route(f"/workers/{{worker_id:{ID}}}", WorkerItem(events))
     app.add_route("/tokens", TokenCollection(clock))
     app.add_route(f"/tokens/{{token_id:{ID}}}", TokenItem(clock))
-    app.add_route("/health", Health(events))
+    app.add_route("/health", Health(events, config.namespace, clock))
     app.add_route("/metrics", MetricsEndpoint())
     app.add_route("/openapi.json", OpenAPIDocument())
     app.add_route("/docs", DocsPage())

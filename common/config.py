@@ -41,6 +41,13 @@ class Config:
     # beyond one per eligible idle agent, per chunk queue.
     release_ahead: int = 4
     tick_interval_s: float = 0.5
+    # Standby dispatchers (dispatcher/leader.py): the active one holds a lease this long,
+    # renewed every third of it; a standby takes over once it has expired.
+    leader_lease_s: float = 5.0
+    # A chunk released (published) but not started this long after is presumed lost by the
+    # broker (a purged or deleted queue) and released again with a new lease; its broker
+    # message expires at the same age (per-message TTL), so it cannot arrive late.
+    release_timeout_s: float = 300.0
     default_max_retries: int = 3
     default_priority: int = 50
     blender: str = "blender"
@@ -110,6 +117,10 @@ class Config:
                 "CORRAL_AGENT_TIMEOUT must be longer than CORRAL_HEARTBEAT_INTERVAL "
                 f"({self.agent_timeout_s} <= {self.heartbeat_interval_s})"
             )
+        if self.leader_lease_s < 1:
+            raise ConfigError("CORRAL_LEADER_LEASE must be at least 1 second")
+        if self.release_timeout_s < 1:
+            raise ConfigError("CORRAL_RELEASE_TIMEOUT must be at least 1 second")
         self._validate_security()
         return self
 
@@ -153,6 +164,8 @@ _ENV = {
     "CORRAL_AGENT_TIMEOUT": ("agent_timeout_s", float),
     "CORRAL_RELEASE_AHEAD": ("release_ahead", int),
     "CORRAL_TICK_INTERVAL": ("tick_interval_s", float),
+    "CORRAL_LEADER_LEASE": ("leader_lease_s", float),
+    "CORRAL_RELEASE_TIMEOUT": ("release_timeout_s", float),
     "CORRAL_BLENDER": ("blender", str),
     "CORRAL_FFMPEG": ("ffmpeg", str),
     "CORRAL_BLENDER_ALLOW_PYTHON": ("blender_allow_python", bool),

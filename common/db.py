@@ -60,6 +60,17 @@ def _m1_initial(db: Database) -> None:
     db.create_tables(models.ALL_MODELS)
 
 
+def _add_column_if_missing(db: Database, table: str, column: str, ddl: str) -> None:
+    if column not in {c.name for c in db.get_columns(table)}:
+        db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {ddl}')
+
+
+def _m_standby_dispatchers(db: Database) -> None:
+    """The dispatcher leader row (dispatcher/leader.py) and the worker's departed boot."""
+    db.create_tables([models.DispatcherLeader], safe=True)
+    _add_column_if_missing(db, "workers", "departed_boot_id", "VARCHAR(64) NOT NULL DEFAULT ''")
+
+
 # Append only: a released migration never changes. Migration 1 creates every
 # model's table as the models stand; later migrations must therefore be
 # idempotent (add a column only if it is missing, create tables with safe=True)
@@ -86,8 +97,8 @@ def _m_worker_control(db: Database) -> None:
                       for name in wanted if name not in present))
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m_farm_counts, _m_chunk_step,
-                                                _m_worker_control]
+MIGRATIONS: list[Callable[[Database], None]] = [
+    _m1_initial, _m_farm_counts, _m_chunk_step, _m_standby_dispatchers, _m_worker_control]
 
 
 def migrate(db: Database) -> int:

@@ -113,16 +113,18 @@ def record_frames(chunk: Chunk, frames_done: list[int], files: list[str], log_ta
 
 
 def on_finished(ctx: Context, msg: messages.ChunkFinished) -> None:
-    Attempt.update(outcome=msg.outcome, finished_at=msg.finished_at, exit_code=msg.exit_code,
-                   reason=msg.reason[:2000], log_tail=msg.log_tail).where(
-        Attempt.lease_id == msg.lease_id).execute()
+    _close_attempt(msg)
+    # The agent no longer holds the lease, whether or not it is still the chunk's (a canceled task).
+    sender = Worker.get_or_none(Worker.name == msg.agent)
+    if sender is not None:
+        free_worker(ctx, sender, msg.lease_id)
     chunk = current_chunk(ctx, msg)
     if chunk is None:
         return
-    worker = worker_named(ctx, msg.agent)
+    worker = sender or worker_named(ctx, msg.agent)
     if chunk.status == RELEASED and msg.outcome in (COMPLETED, FAILED):
         mark_running(ctx, chunk, worker)
-    free_worker(ctx, worker, msg.lease_id)
+        _close_attempt(msg)
     stats.chunk_finished(chunk, msg.outcome, ctx.clock())
     if msg.outcome == COMPLETED:
         complete(ctx, chunk, msg)
@@ -131,6 +133,12 @@ def on_finished(ctx: Context, msg: messages.ChunkFinished) -> None:
     else:  # declined or canceled by the agent: hand back without blame
         log.info("chunk %s: %s by %s (%s)", chunk.id, msg.outcome, msg.agent, msg.reason)
         requeue(ctx, chunk)
+
+
+def _close_attempt(msg: messages.ChunkFinished) -> None:
+    Attempt.update(outcome=msg.outcome, finished_at=msg.finished_at, exit_code=msg.exit_code,
+                   reason=msg.reason[:2000], log_tail=msg.log_tail).where(
+        Attempt.lease_id == msg.lease_id).execute()
 
 
 def count_failure(ctx: Context, task: Task, worker_id: int) -> None:

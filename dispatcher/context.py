@@ -32,6 +32,9 @@ class Context:
     task_commands: dict[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     # Keys issued to agents in this transaction, for the verifier once it commits.
     issued_keys: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    # The first statement of every transaction: raises unless this dispatcher is the active one
+    # (dispatcher/leader.py). The default, for tests driving handlers directly, checks nothing.
+    fence: Callable[[], None] = lambda: None
 
     def send(self, message: messages.Message, agent: str | None = None) -> None:
         self.outbox.append((message, agent))

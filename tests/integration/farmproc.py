@@ -35,10 +35,11 @@ class Farm:
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}"
 
-    def _spawn(self, name: str, *args: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+    def _spawn(self, name: str, *args: str, prefix: tuple[str, ...] = (),
+               env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([*prefix, *CORRAL, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen([*prefix, *CORRAL, *args], env={**self.env, **(env or {})}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         return proc
 
@@ -52,8 +53,10 @@ class Farm:
         except requests.RequestException:
             return False
 
-    def dispatcher(self) -> subprocess.Popen:
-        return self._spawn("dispatcher", "dispatcher")
+    def dispatcher(self, name: str = "dispatcher", env: dict[str, str] | None = None) -> subprocess.Popen:
+        """A ``corral dispatcher``; start several under different names for standbys. ``env``
+        overrides the farm's environment for this process only."""
+        return self._spawn(name, "dispatcher", env=env)
 
     def agent(self, name: str, *pools: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
         """An agent process; ``prefix`` wraps its command (``ip netns exec NS`` for another host)."""

@@ -88,3 +88,16 @@ def test_embedded_agent_declines_halted_and_excluded_chunks(bus):
         publisher.close()
     reasons = {e.chunk_id: (e.outcome, e.reason) for e in finished(events)}
     assert reasons == {1: ("declined", "task 7 is halted"), 2: ("declined", "agent a1 is excluded")}
+
+
+def test_the_agents_hello_carries_its_first_readings(bus):
+    agent = Agent(bus.config, "a1", ["default"], REGISTRY, bus)
+    agent.start(timeout=5)
+    try:
+        events = drain(bus, bus.topology.dispatcher_queue, 5,
+                       lambda ev: any(e.kind == "agent.hello" for e in ev))
+    finally:
+        assert agent.stop(timeout=10)
+    (hello,) = [e for e in events if e.kind == "agent.hello"][:1]
+    assert set(hello.update_frequent) == {"load_average", "worker_cpu_percent"}
+    assert hello.update_less_frequent["worker_num_cpus"] >= 1
