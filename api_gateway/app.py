@@ -18,6 +18,7 @@ import falcon.media
 
 from api_gateway import errors
 from api_gateway.auth import Authentication
+from api_gateway.changefeed import ChangeFeed
 from api_gateway.events import EventPublisher, EventSender
 from api_gateway.health import Health
 from api_gateway.jobtypes import JobTypeCollection, JobTypeItem
@@ -26,9 +27,21 @@ from api_gateway.middleware import BodyLimit, DatabaseConnection
 from api_gateway.openapi import DocsPage, OpenAPIDocument, load_document, route_scopes
 from api_gateway.preview import TaskPreview
 from api_gateway.ratelimit import FailureLimiter
-from api_gateway.tasks import TaskBlocklist, TaskChunks, TaskCollection, TaskItem
+from api_gateway.session import SessionResource
+from api_gateway.stream import EventStream
+from api_gateway.summary import Summary
+from api_gateway.tasks import (
+    TaskBlocklist,
+    TaskChunk,
+    TaskChunks,
+    TaskCollection,
+    TaskItem,
+    TaskRetryResource,
+)
 from api_gateway.tokens import TokenCollection, TokenItem
-from api_gateway.workers import WorkerCollection, WorkerItem
+from api_gateway.ui import Root, UIPages
+from api_gateway.workers import WorkerAttempts, WorkerCollection, WorkerItem
+from common.bus import Bus
 from common.config import Config
 
 # Ids in paths: anything that is not a positive 64-bit integer matches no route (404).
@@ -37,7 +50,7 @@ ID = "int(min=1, max=9223372036854775807)"
 
 def create_app(config: Config, publisher: EventPublisher,
                clock: Callable[[], float] = time.time,
-               limiter: FailureLimiter | None = None) -> falcon.App:
+               limiter: FailureLimiter | None = None, feed: ChangeFeed | None = None) -> falcon.App:
     if limiter is None:
         limiter = FailureLimiter(config.auth_failure_rate_per_s, config.auth_failure_burst)
     scopes = route_scopes(load_document())
@@ -66,6 +79,16 @@ def create_app(config: Config, publisher: EventPublisher,
     app.add_route(f"/workers/{{worker_id:{ID}}}", WorkerItem(events))
     app.add_route("/tokens", TokenCollection(clock))
     app.add_route(f"/tokens/{{token_id:{ID}}}", TokenItem(clock))
+    app.add_route(f"/tasks/{{task_id:{ID}}}/chunks/{{chunk_id:{ID}}}", TaskChunk())
+    app.add_route(f"/tasks/{{task_id:{ID}}}/retry", TaskRetryResource(events))
+    app.add_route(f"/workers/{{worker_id:{ID}}}/attempts", WorkerAttempts())
+    app.add_route("/summary", Summary(clock))
+    app.add_route("/session", SessionResource(config.admin_token, limiter, clock))
+    app.add_route("/events", EventStream(feed or ChangeFeed(Bus(config)), config.event_streams_per_process))
+    app.add_route("/", Root())
+    ui = UIPages()
+    app.add_route("/ui", ui)
+    app.add_route("/ui/{path:path}", ui)
     app.add_route("/health", Health(events, config.namespace, clock))
     app.add_route("/metrics", MetricsEndpoint())
     app.add_route("/openapi.json", OpenAPIDocument())

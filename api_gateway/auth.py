@@ -1,12 +1,19 @@
-"""Bearer-token authentication and scope checks for every route, in one middleware.
+"""Authentication (bearer token or web UI session) and scope checks for every route, in one middleware.
 
 The scope each operation needs is read from the OpenAPI document (its
 ``security`` entries), so the published contract and the enforced one cannot
 drift apart. A responder the document does not list needs ``admin``: a route
 added without documenting it is closed, not open.
+
+A request without an ``Authorization`` header may carry the web UI's session
+cookie instead (``common.sessions``). A cookie is sent by the browser on its
+own, so a state-changing request authenticated by it must also carry the
+session's CSRF token in ``X-CSRF-Token`` (a page of another site cannot read
+it). Bearer-token requests are not affected.
 """
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import time
@@ -17,8 +24,10 @@ import falcon
 
 from api_gateway.errors import TooManyAttempts
 from api_gateway.ratelimit import FailureLimiter
-from common import auth
+from common import auth, sessions
 from common.auth import Forbidden, Principal, Unauthorized
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +76,7 @@ class Authentication:
             raise TooManyAttempts(wait)
         header = req.get_header("Authorization")
         if not header:
-            raise Unauthorized("missing Authorization: Bearer <token> header")
+            return self._from_session(req)
         scheme, _, secret = header.strip().partition(" ")
         principal = None
         if scheme.lower() == "bearer":
@@ -77,3 +86,24 @@ class Authentication:
             log.warning("failed authentication from %s for %s %s", address, req.method, req.path)
             raise Unauthorized("the token is not valid (unknown, revoked, expired or malformed)")
         return principal
+
+    def _from_session(self, req: falcon.Request) -> Principal:
+        cookie = session_cookie(req)
+        if cookie is None:
+            raise Unauthorized("missing Authorization: Bearer <token> header (or a web UI session)")
+        found = sessions.lookup(cookie, self.clock())
+        if found is None:
+            raise Unauthorized("the session has ended (logged out, expired or token revoked); log in again")
+        principal, csrf = found
+        if req.method not in SAFE_METHODS:
+            presented = req.get_header(sessions.CSRF_HEADER) or ""
+            if not hmac.compare_digest(presented.encode(), csrf.encode()):
+                log.warning("refused %s %s: session cookie without its CSRF token", req.method, req.path)
+                raise Forbidden.csrf()
+        req.context.csrf_token = csrf
+        return principal
+
+
+def session_cookie(req: falcon.Request) -> str | None:
+    values = req.get_cookie_values(sessions.COOKIE)
+    return values[0] if values else None

@@ -217,12 +217,20 @@ def _pools(value: Any) -> list[str] | None:
     return list(value)
 
 
+# Orders GET /tasks can be sorted by (``sort=priority`` ascending, ``sort=-priority`` descending).
+TASK_SORTS = ("id", "priority", "status", "type", "created_at", "started_at", "finished_at")
+MAX_SEARCH_CHARS = 200
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskQuery:
     statuses: tuple[str, ...]
     type: str | None
     limit: int
     offset: int
+    search: str | None = None  # a task id, or the start of a client task_id
+    sort: str = "id"
+    descending: bool = True
 
 
 def parse_task_query(req: falcon.Request, job_types_dir: str = "") -> TaskQuery:
@@ -238,4 +246,10 @@ def parse_task_query(req: falcon.Request, job_types_dir: str = "") -> TaskQuery:
         ttype = jobtypes.task_type(ttype, job_types_dir).name
     limit = query_int(req, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
     offset = query_int(req, "offset", 0, 0, MAX_OFFSET)
-    return TaskQuery(statuses, ttype, limit, offset)
+    search = (req.get_param("q") or "").strip() or None
+    if search is not None:
+        search = check_text("q", search, MAX_SEARCH_CHARS)
+    sort = req.get_param("sort") or "-id"
+    if sort.lstrip("-") not in TASK_SORTS:
+        raise ValidationError("sort", f"must be one of {', '.join(TASK_SORTS)} (- in front: descending)")
+    return TaskQuery(statuses, ttype, limit, offset, search, sort.lstrip("-"), sort.startswith("-"))

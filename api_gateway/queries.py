@@ -32,12 +32,23 @@ def _filtered(query: TaskQuery) -> Any:
         select = select.where(Task.status.in_(query.statuses))
     if query.type is not None:
         select = select.where(Task.type == query.type)
+    if query.search is not None:
+        # The start of a client task_id, as an index range; or a task's own id.
+        match = (Task.client_task_id >= query.search) & (Task.client_task_id < query.search + "\U0010ffff")
+        if query.search.isdigit() and len(query.search) <= 18:
+            match = match | (Task.id == int(query.search))
+        select = select.where(match)
     return select
 
 
 def list_tasks(query: TaskQuery) -> list[Task]:
-    """One page of tasks, newest first."""
-    select = _filtered(query).order_by(Task.id.desc()).limit(query.limit).offset(query.offset)
+    """One page of tasks in the query's order (newest first by default); ties broken by id."""
+    column = getattr(Task, query.sort)
+    nulls = "LAST" if column.null else None  # never-started tasks sort after the others either way
+    order = [column.desc(nulls=nulls) if query.descending else column.asc(nulls=nulls)]
+    if query.sort != "id":
+        order.append(Task.id.desc() if query.descending else Task.id.asc())
+    select = _filtered(query).order_by(*order).limit(query.limit).offset(query.offset)
     return list(select)
 
 
@@ -48,7 +59,7 @@ def count_tasks(query: TaskQuery, cache_s: float = 1.0) -> int:
     """How many tasks match the filter; up to ``cache_s`` old (paging totals need no more)."""
     if cache_s <= 0:
         return _filtered(query).count()
-    key = (id(database_proxy.obj), query.statuses, query.type)
+    key = (id(database_proxy.obj), query.statuses, query.type, query.search)
     return _counts.get(key, lambda: _filtered(query).count())
 
 
@@ -131,11 +142,12 @@ def chunks_of(task_id: int) -> list[dict[str, Any]]:
 SUMMARY_COLUMNS = (Worker.id, Worker.name, Worker.activity, Worker.connection, Worker.current_task,
                    Worker.hostname, Worker.ip_address, Worker.port, Worker.status, Worker.system,
                    Worker.pools, Worker.commands, Worker.versions, Worker.last_heartbeat,
+                   Worker.current_chunk, Worker.update_frequent, Worker.update_less_frequent,
                    Worker.operator_pools, Worker.pending_action, Worker.sleep_schedule, Worker.asleep)
 
 
 def all_workers() -> list[Worker]:
-    """Every worker with the list's columns only: the readings stay undecoded in the database."""
+    """Every worker with the list's columns only (no signing key, boot id, MAC address)."""
     return list(Worker.select(*SUMMARY_COLUMNS).order_by(Worker.name))
 
 
@@ -178,3 +190,25 @@ def blocklist_of(task_id: int) -> list[dict[str, Any]]:
             .where(Blocklist.task == task_id).order_by(Worker.name))
     return [{"worker": row.worker.name, "worker_id": row.worker.id, "failures": row.failures,
              "blocked": row.blocked_at is not None, "blocked_at": row.blocked_at} for row in rows]
+
+
+def chunk_of(task_id: int, chunk_id: int) -> dict[str, Any]:
+    """One chunk of a task with its attempts (the task page follows a running chunk's log with it)."""
+    chunk = (Chunk.select(Chunk, Worker.name.alias("worker_name"))
+             .join(Worker, JOIN.LEFT_OUTER, on=(Chunk.worker == Worker.id))
+             .where(Chunk.id == chunk_id, Chunk.task == task_id).objects().first())
+    if chunk is None:
+        raise NotFound("chunk", chunk_id)
+    attempts = (Attempt.select(Attempt, Worker.name.alias("worker_name"))
+                .join(Worker, JOIN.LEFT_OUTER, on=(Attempt.worker == Worker.id))
+                .where(Attempt.chunk == chunk_id).order_by(Attempt.number).objects())
+    return chunk_body(chunk, chunk.worker_name, [attempt_body(a, a.worker_name) for a in attempts])
+
+
+def recent_attempts(worker_id: int, limit: int) -> list[dict[str, Any]]:
+    """A worker's newest attempts, with the task and chunk each belonged to."""
+    rows = (Attempt.select(Attempt, Chunk.task.alias("task_id"), Chunk.index.alias("chunk_index"))
+            .join(Chunk, on=(Attempt.chunk == Chunk.id))
+            .where(Attempt.worker == worker_id).order_by(Attempt.id.desc()).limit(limit).objects())
+    return [{**attempt_body(row, None), "task_id": row.task_id, "chunk_id": row.chunk_id,
+             "chunk_index": row.chunk_index} for row in rows]

@@ -93,6 +93,8 @@ def worker_summary(worker: Worker) -> dict[str, Any]:
         "commands": worker.commands,
         "versions": worker.versions,
         "last_heartbeat": worker.last_heartbeat,
+        "current_chunk": worker.current_chunk,
+        "readings": readings(worker),
         **worker_control(worker),
     }
 
@@ -107,6 +109,14 @@ def worker_control(worker: Worker) -> dict[str, Any]:
     }
 
 
+def readings(worker: Worker) -> dict[str, Any]:
+    """The headline machine readings of the heartbeats: CPU %, memory %, 1-minute load."""
+    frequent, less = worker.update_frequent or {}, worker.update_less_frequent or {}
+    load = frequent.get("load_average") or {}
+    return {"cpu_percent": frequent.get("worker_cpu_percent"), "mem_percent": less.get("worker_mem_percent"),
+            "load_1min": load.get("1min") if isinstance(load, dict) else None}
+
+
 def worker_detail(worker: Worker) -> dict[str, Any]:
     return {
         "id": worker.id,
@@ -119,6 +129,8 @@ def worker_detail(worker: Worker) -> dict[str, Any]:
         "connection": worker.connection,
         "activity": worker.activity,
         "current_task": worker.current_task,
+        "current_chunk": worker.current_chunk,
+        "readings": readings(worker),
         "last_heartbeat": worker.last_heartbeat,
         "update_frequent": worker.update_frequent,
         "update_less_frequent": worker.update_less_frequent,

@@ -18,8 +18,8 @@ from api_gateway.media import read_body
 from api_gateway.serialize import task_body
 from common.config import Config
 from common.errors import BrokerUnavailable
-from common.messages import TaskBlocklistClear, TaskCancel, TaskSubmitted, TaskUpdate
-from common.models import TASK_FINAL, Task
+from common.messages import TaskBlocklistClear, TaskCancel, TaskRetry, TaskSubmitted, TaskUpdate
+from common.models import CANCELED, COMPLETED, TASK_FINAL, Task
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,29 @@ class TaskChunks:
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: int) -> None:
         queries.get_task(task_id)
         resp.media = {"task_id": task_id, "chunks": queries.chunks_of(task_id)}
+
+
+class TaskChunk:
+    """``/tasks/{task_id}/chunks/{chunk_id}``: one chunk with its attempts and log tail."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: int, chunk_id: int) -> None:
+        queries.get_task(task_id)
+        resp.media = queries.chunk_of(task_id, chunk_id)
+
+
+class TaskRetryResource:
+    """``/tasks/{task_id}/retry``: run the failed chunks again (a failed task goes back to work)."""
+
+    def __init__(self, events: EventSender) -> None:
+        self.events = events
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, task_id: int) -> None:
+        task = queries.get_task(task_id)
+        if task.status in (COMPLETED, CANCELED):
+            raise Conflict(f"task {task.id} is {task.status}; only failed chunks can be retried")
+        self.events.send(TaskRetry(task_id=task_id))
+        resp.status = falcon.HTTP_202
+        resp.media = {"task_id": task_id, "failed_chunks": queries.chunk_counts(task_id).get("failed", 0)}
 
 
 class TaskBlocklist:

@@ -12,7 +12,7 @@ from api_gateway import queries
 from api_gateway.cache import Memo
 from api_gateway.events import EventSender
 from api_gateway.inputs import parse_worker_patch, parse_worker_registration
-from api_gateway.media import read_body
+from api_gateway.media import query_int, read_body
 from api_gateway.serialize import worker_detail, worker_summary
 from common.messages import WorkerUpdate
 from common.models import database_proxy
@@ -57,3 +57,12 @@ class WorkerItem:
         change = parse_worker_patch(read_body(req))
         self.events.send(WorkerUpdate(worker_id=worker_id, **dataclasses.asdict(change)))
         resp.media = {"task_id": worker.current_task}
+
+
+class WorkerAttempts:
+    """``/workers/{worker_id}/attempts``: the worker's newest attempts, newest first."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, worker_id: int) -> None:
+        queries.get_worker(worker_id)
+        limit = query_int(req, "limit", 20, 1, 200)
+        resp.media = {"worker_id": worker_id, "attempts": queries.recent_attempts(worker_id, limit)}

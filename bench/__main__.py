@@ -17,7 +17,7 @@ from bench.report import print_table
 from bench.results import Results
 from bench.targets import judge
 
-ROWS = ("floor", "celery", "throughput", "latency", "heartbeats", "api", "size", "metrics")
+ROWS = ("floor", "celery", "throughput", "latency", "heartbeats", "api", "size", "metrics", "dashboard")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +65,10 @@ def run_row(row: str, results: Results, ns: str, sizes: Sizes, work: Path, token
     elif row == "metrics":
         from bench import metrics
         metrics.run(results, ns, work / "metrics", token, sizes.api_workers, sizes.api_tasks, sizes.postgres)
+    elif row == "dashboard":
+        from bench import dashboard
+        dashboard.run(results, ns, work / "dashboard", token, sizes.api_workers, sizes.api_tasks,
+                      50, sizes.n)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

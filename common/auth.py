@@ -47,9 +47,15 @@ class Unauthorized(AuthError):
 class Forbidden(AuthError):
     """The token is valid but lacks the scope the request needs."""
 
-    def __init__(self, scope: str) -> None:
-        super().__init__(f"this token lacks the '{scope}' scope")
+    def __init__(self, scope: str, message: str | None = None) -> None:
+        super().__init__(message or f"this token lacks the '{scope}' scope")
         self.scope = scope
+
+    @classmethod
+    def csrf(cls) -> Forbidden:
+        """A cookie-authenticated change without the session's CSRF token (``X-CSRF-Token``)."""
+        return cls("csrf", "a request authenticated by the session cookie must carry the session's "
+                           "X-CSRF-Token header (GET /session gives it)")
 
 
 @dataclasses.dataclass(frozen=True)

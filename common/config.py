@@ -79,6 +79,8 @@ class Config:
     api_cache_s: float = 1.0
     # GET /metrics without a token (for a Prometheus that cannot send one); otherwise scope read.
     metrics_public: bool = False
+    # Open GET /events streams per gateway process; each holds a serving thread (corral gateway --threads).
+    event_streams_per_process: int = 48
 
     @property
     def embedded_broker(self) -> bool:
@@ -175,6 +177,7 @@ _ENV = {
     "CORRAL_JOB_TYPES_DIR": ("job_types_dir", str),
     "CORRAL_AGENT_COMMANDS": ("agent_commands", str),
     "CORRAL_METRICS_PUBLIC": ("metrics_public", bool),
+    "CORRAL_EVENT_STREAMS": ("event_streams_per_process", int),
     "CORRAL_STORAGE_ROOTS": ("storage_roots", tuple),
     "CORRAL_ADMIN_TOKEN": ("admin_token", str),
     "CORRAL_MAX_BODY_BYTES": ("max_body_bytes", int),

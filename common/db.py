@@ -71,6 +71,20 @@ def _m_standby_dispatchers(db: Database) -> None:
     _add_column_if_missing(db, "workers", "departed_boot_id", "VARCHAR(64) NOT NULL DEFAULT ''")
 
 
+def _m_sessions_and_listing_indexes(db: Database) -> None:
+    """Web UI sessions and login codes; indexes for the tasks table's sort orders and the overview."""
+    db.create_tables([models.Session, models.LoginCode], safe=True)
+    for table, columns in (("tasks", ("priority",)), ("tasks", ("type", "id")), ("tasks", ("started_at",)),
+                           ("tasks", ("finished_at",)), ("chunks", ("finished_at", "status", "frame_count")),
+                           ("workers", ("status",))):
+        name = f"idx_ui_{table}_{'_'.join(columns)}"
+        cols = ", ".join(f'"{c}"' for c in columns)
+        db.execute_sql(f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" ({cols})')
+    # The overview's "tasks waiting and why": only the few tasks that wait are in this index.
+    db.execute_sql('CREATE INDEX IF NOT EXISTS "idx_ui_tasks_waiting" ON "tasks" ("id") '
+                   "WHERE waiting_reason <> ''")
+
+
 # Append only: a released migration never changes. Migration 1 creates every
 # model's table as the models stand; later migrations must therefore be
 # idempotent (add a column only if it is missing, create tables with safe=True)
@@ -98,7 +112,8 @@ def _m_worker_control(db: Database) -> None:
 
 
 MIGRATIONS: list[Callable[[Database], None]] = [
-    _m1_initial, _m_farm_counts, _m_chunk_step, _m_standby_dispatchers, _m_worker_control]
+    _m1_initial, _m_farm_counts, _m_chunk_step, _m_standby_dispatchers, _m_sessions_and_listing_indexes,
+    _m_worker_control]
 
 
 def migrate(db: Database) -> int:

@@ -75,6 +75,14 @@ class TaskBlocklistClear(Message):
 
 
 @dataclasses.dataclass(frozen=True)
+class TaskRetry(Message):
+    """An operator runs a task's failed chunks again; a failed task goes back to work."""
+
+    kind: ClassVar[str] = "task.retry"
+    task_id: int
+
+
+@dataclasses.dataclass(frozen=True)
 class WorkerUpdate(Message):
     """An operator (or a legacy worker) changes a worker's status."""
 
@@ -288,6 +296,24 @@ class ControlSleep(Message):
     agent: str
     asleep: bool
     reason: str = ""
+
+
+# ---------------------------------------------------------------- dispatcher -> gateways
+
+
+@dataclasses.dataclass(frozen=True)
+class FarmChanged(Message):
+    """After a commit: what it changed, for the gateways' ``GET /events`` (transient, best effort).
+
+    Each change is ``{"type": "task"|"chunk"|"worker"|"heartbeats", ...}`` with
+    ``id`` (task, chunk or worker id), ``task`` (a chunk's task, when known),
+    ``name`` (a worker's name, when known) or ``count`` (heartbeats applied).
+    ``committed_at`` is the dispatcher's clock at the (oldest) commit.
+    """
+
+    kind: ClassVar[str] = "farm.changed"
+    changes: list[dict[str, Any]]
+    committed_at: float = 0.0
 
 
 # ---------------------------------------------------------------- codec

@@ -224,6 +224,41 @@ class DispatcherLeader(BaseModel):
         table_name = "dispatcher_leader"
 
 
+class Session(BaseModel):
+    """A browser session (web UI): only the SHA-256 of its cookie is stored.
+
+    The scopes are those of the token behind it, read again on every request, so
+    revoking the token ends its sessions. ``token_id`` is None for the bootstrap
+    admin token (``CORRAL_ADMIN_TOKEN``), which has no row.
+    """
+
+    id = AutoField()
+    session_hash = CharField(max_length=64, unique=True)
+    csrf_token = CharField(max_length=64)
+    token = ForeignKeyField(Token, null=True, on_delete="CASCADE")
+    name = CharField(max_length=100)
+    scopes = JSONField(default=list)
+    created_at = DoubleField(default=time.time)
+    expires_at = DoubleField(index=True)
+
+    class Meta:
+        table_name = "sessions"
+
+
+class LoginCode(BaseModel):
+    """A short-lived, single-use code that ``corral up`` prints in a login link."""
+
+    id = AutoField()
+    code_hash = CharField(max_length=64, unique=True)
+    token = ForeignKeyField(Token, null=True, on_delete="CASCADE")
+    name = CharField(max_length=100)
+    scopes = JSONField(default=list)
+    expires_at = DoubleField()
+
+    class Meta:
+        table_name = "login_codes"
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField(primary_key=True)
     applied_at = DoubleField(default=time.time)

@@ -30,6 +30,18 @@ def dead_exchange_name(ns: str) -> str:
     return f"{ns}.dead"
 
 
+def changes_exchange_name(ns: str) -> str:
+    """The dispatcher's change events (``farm.changed``) for the gateways: transient, never durable."""
+    return f"{ns}.changes"
+
+
+def change_listener_queue_name(ns: str, listener: str) -> str:
+    return f"{ns}.changes.{listener}"
+
+
+CHANGES_KEY = "farm.changed"
+
+
 def dispatcher_queue_name(ns: str) -> str:
     return f"{ns}.dispatcher"
 
@@ -88,6 +100,7 @@ class Topology:
         self.chunks = Exchange(chunks_exchange_name(ns), type="direct", durable=True)
         self.control = Exchange(control_exchange_name(ns), type="topic", durable=True)
         self.dead = Exchange(dead_exchange_name(ns), type="fanout", durable=True)
+        self.changes = Exchange(changes_exchange_name(ns), type="topic", durable=False)
 
     def dispatcher_queue(self) -> Queue:
         return Queue(
@@ -121,6 +134,12 @@ class Topology:
             max_priority=MAX_PRIORITY if self.queue_type == "classic" else None,
             queue_arguments=dict(self._durable_args),
         )
+
+    def change_listener_queue(self, listener: str) -> Queue:
+        # One per gateway process: it lives as long as the process's connection does.
+        return Queue(change_listener_queue_name(self.namespace, listener), exchange=self.changes,
+                     routing_key="#", durable=False, exclusive=True, auto_delete=True,
+                     queue_arguments={"x-max-length": 10_000})
 
     def agent_queue(self, agent: str) -> Queue:
         # Control messages only matter to a live agent: the queue goes with it. Always a

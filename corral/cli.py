@@ -48,6 +48,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             "--bind", f"{args.host}:{args.port}", "--workers", str(args.workers),
             "--worker-class", "gthread", "--threads", str(args.threads),
             "--graceful-timeout", "10", "--no-control-socket",
+            # gunicorn's largest request line: a search plus several filters must not get an HTML 414.
+            "--limit-request-line", "8190",
             "--access-logfile", "-" if args.access_log else "/dev/null"]
     os.execv(sys.executable, argv)
     return 0  # pragma: no cover - exec does not return
@@ -146,6 +148,21 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_login_link(args: argparse.Namespace) -> int:
+    """Print a one-time dashboard login link for the admin token of `corral up` (or CORRAL_ADMIN_TOKEN)."""
+    from common.db import open_and_migrate
+    from corral.embedded import login_link
+
+    config = _config(data_dir=args.data_dir)
+    open_and_migrate(config.resolved_database_url)
+    try:
+        print(login_link(config, args.url))
+    except (OSError, ConfigError) as exc:
+        print(f"corral login-link: no admin token to log in with ({exc})", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _print_tokens(rows: list[dict]) -> None:
     from corral.client import table, when
 
@@ -190,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--host", default="127.0.0.1")
     gw.add_argument("--port", type=int, default=8080)
     gw.add_argument("--workers", type=int, default=2)
-    gw.add_argument("--threads", type=int, default=4)
+    # gthread: each open GET /events stream holds a thread (CORRAL_EVENT_STREAMS per process, default 48).
+    gw.add_argument("--threads", type=int, default=64)
     gw.add_argument("--access-log", action="store_true")
     gw.set_defaults(func=cmd_gateway)
 
@@ -224,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_demo_scene_command(sub)
     _add_token_commands(sub)
+    link = sub.add_parser("login-link", help="print a one-time login link for the dashboard (admin)")
+    link.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
+    link.add_argument("--data-dir", default=None, help="where `corral up` keeps admin.token (default: ./var)")
+    link.set_defaults(func=cmd_login_link)
     return parser
 
 

@@ -22,7 +22,7 @@ import threading
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from common import auth
+from common import auth, sessions
 from common.bus import Bus
 from common.config import Config, load_config
 from common.db import open_and_migrate
@@ -83,7 +83,7 @@ def run_embedded(host: str, port: int, agents: int, data_dir: str | None) -> int
         _shutdown(nodes, dispatcher, publisher)
         return 2
     threading.Thread(target=server.serve_forever, name="gateway", daemon=True).start()
-    _banner(host, port, config, agents, new_token)
+    _banner(host, port, config, agents, new_token, login_link(config, f"http://{host}:{port}"))
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -133,7 +133,25 @@ def ensure_admin_token(config: Config) -> str | None:
     return secret
 
 
-def _banner(host: str, port: int, config: Config, agents: int, new_token: str | None) -> None:
+def login_link(config: Config, base_url: str) -> str:
+    """A one-time link that logs a browser in as the farm's admin (``common.sessions``).
+
+    The code sits in the fragment (after ``#``), which browsers never send: it
+    reaches no server log, and the page replaces the address once it is used.
+    """
+    with database_proxy.connection_context():
+        if config.admin_token:
+            principal = auth.Principal(auth.ENV_ADMIN_NAME, frozenset({auth.ADMIN}))
+        else:
+            with open(admin_token_path(config), encoding="utf-8") as handle:
+                principal = auth.authenticate(handle.read().strip())
+            if principal is None:
+                raise ConfigError(f"{admin_token_path(config)} holds a token the database does not know")
+        code = sessions.issue_login_code(principal)
+    return f"{base_url.rstrip('/')}/ui/login#code={code}"
+
+
+def _banner(host: str, port: int, config: Config, agents: int, new_token: str | None, link: str) -> None:
     url = f"http://{host}:{port}"
     mode = "embedded memory:// broker (one machine only)" if config.embedded_broker else config.broker_url
     if config.admin_token:
@@ -143,8 +161,11 @@ def _banner(host: str, port: int, config: Config, agents: int, new_token: str | 
         token_note = (f"admin token (new; shown this once, kept in {path}, mode 0600):\n  {new_token}"
                       if new_token else f"admin token: in {path}")
         bearer = f"$(cat {path})"
+    minutes = sessions.LOGIN_CODE_TTL_S // 60
     print(f"""
 Corral is up: {url}
+Open the dashboard (one-time login link, valid {minutes} minutes; `corral login-link` makes another):
+  {link}
   broker:   {mode}
   database: {config.resolved_database_url}
   storage:  {os.pathsep.join(config.resolved_storage_roots)}

@@ -35,6 +35,8 @@ class Context:
     # The first statement of every transaction: raises unless this dispatcher is the active one
     # (dispatcher/leader.py). The default, for tests driving handlers directly, checks nothing.
     fence: Callable[[], None] = lambda: None
+    # What the transaction changed, for the change events (dispatcher/changes.py): key -> change.
+    changed: dict[tuple, dict] = dataclasses.field(default_factory=dict)
 
     def send(self, message: messages.Message, agent: str | None = None) -> None:
         self.outbox.append((message, agent))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from common.models import PENDING, RELEASED, RUNNING, Attempt, Chunk, Task, Worker
-from dispatcher import stats
+from dispatcher import changes, stats
 from dispatcher.context import Context
 
 log = logging.getLogger("dispatcher.leases")
@@ -17,6 +17,7 @@ def requeue(ctx: Context, chunk: Chunk) -> None:
             Task.id == chunk.task.id).execute()
     Chunk.update(status=PENDING, lease_id=None, worker=None, frames_done=[], files=[],
                  released_at=None).where(Chunk.id == chunk.id).execute()
+    changes.chunk(ctx, chunk.id, chunk.task_id)
     ctx.wake_release()
 
 

@@ -23,7 +23,7 @@ from common.config import Config
 from common.db import open_and_migrate
 from common.errors import BrokerUnavailable
 from common.models import database_proxy
-from dispatcher import chunks, fleet, leases, metrics, release, tasks, workers
+from dispatcher import changes, chunks, fleet, leases, metrics, release, tasks, workers
 from dispatcher.context import Context
 from dispatcher.identity import Verifier
 from dispatcher.leader import Leader, LeadershipLost
@@ -43,6 +43,7 @@ HANDLERS: dict[type[messages.Message], Callable[[Context, Any], None]] = {
     messages.TaskUpdate: tasks.on_update,
     messages.TaskCancel: tasks.on_cancel,
     messages.TaskBlocklistClear: tasks.on_blocklist_clear,
+    messages.TaskRetry: tasks.on_retry,
     messages.WorkerUpdate: workers.on_update,
     messages.AgentHello: workers.on_hello,
     messages.AgentHeartbeat: workers.on_heartbeat,
@@ -65,6 +66,7 @@ class Dispatcher:
         self.ctx.fence = self.leader.check_fence
         self.verifier = Verifier(config.agent_secret)
         self.publisher: Publisher | None = None
+        self.changes = changes.ChangePublisher(self.bus)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_tick = 0.0
@@ -117,6 +119,7 @@ class Dispatcher:
                 self._delay_s = min(self._delay_s * 2, MAX_RECONNECT_DELAY_S)
         self.leader.step_down(release=True)
         self.publisher.close()
+        self.changes.close()
         database_proxy.close()
         log.info("dispatcher stopped")
 
@@ -207,6 +210,7 @@ class Dispatcher:
             with database_proxy.atomic():
                 self.ctx.fence()
                 handler(self.ctx, msg)
+                changes.record_message(self.ctx, msg)
             return True
         except LeadershipLost:
             self.ctx.outbox.clear()
@@ -251,6 +255,7 @@ class Dispatcher:
         self._flush_outbox()
 
     def _flush_outbox(self) -> None:
+        self.changes.after_commit(self.ctx)
         outbox, self.ctx.outbox = self.ctx.outbox, []
         for message, agent in outbox:
             try:

@@ -26,7 +26,7 @@ from common.models import (
     Task,
     database_proxy,
 )
-from dispatcher import adaptive
+from dispatcher import adaptive, changes
 from dispatcher.compilers import compile_task
 from dispatcher.context import Context
 from dispatcher.release import waiting_reasons
@@ -170,9 +170,50 @@ def update_waiting_reasons(ctx: Context) -> None:
     """Say on each task why its pending chunks cannot be released, and clear it when they can."""
     reasons = waiting_reasons(ctx)
     stale = Task.select(Task.id).where(Task.waiting_reason != "", Task.id.not_in(list(reasons) or [0]))
+    for (task_id,) in stale.tuples():
+        changes.task(ctx, task_id)
     Task.update(waiting_reason="").where(Task.id.in_(stale)).execute()
     for task_id, reason in reasons.items():
         changed = Task.update(waiting_reason=reason).where(
             Task.id == task_id, Task.waiting_reason != reason).execute()
         if changed:
+            changes.task(ctx, task_id)
             log.warning("task %s: %s", task_id, reason)
+
+
+def on_retry(ctx: Context, msg: messages.TaskRetry) -> None:
+    """Run a task's failed chunks again; a failed task also gets back the chunks its failure canceled."""
+    task = Task.get_or_none(Task.id == msg.task_id)
+    if task is None or task.status in (COMPLETED, CANCELED):
+        return
+    again = (FAILED, CANCELED) if task.status == FAILED else (FAILED,)
+    chunk_ids = [c for (c,) in Chunk.select(Chunk.id).where(
+        Chunk.task == task.id, Chunk.status.in_(again)).tuples()]
+    if not chunk_ids and task.status != FAILED:
+        return
+    lost_frames = sum(len(done or []) for (done,) in Chunk.select(Chunk.frames_done).where(
+        Chunk.id.in_(chunk_ids)).tuples()) if chunk_ids else 0
+    for start in range(0, len(chunk_ids), 500):
+        Chunk.update(status=PENDING, failures=0, lease_id=None, worker=None, frames_done=[], files=[],
+                     released_at=None, finished_at=None, error="").where(
+            Chunk.id.in_(chunk_ids[start:start + 500])).execute()
+    _unblock_ready(task)
+    update: dict = {Task.frames_done: Task.frames_done - lost_frames}
+    if task.status == FAILED:
+        started = Chunk.select().where(Chunk.task == task.id, Chunk.started_at.is_null(False)).exists()
+        update.update({Task.status: RENDERING if started else QUEUED, Task.error: "", Task.finished_at: None})
+        ctx.send(messages.ControlResume(task_id=task.id))
+    Task.update(update).where(Task.id == task.id).execute()
+    log.info("task %s: retrying %d chunks (%s -> %s)", task.id, len(chunk_ids), task.status,
+             update.get(Task.status, task.status))
+    ctx.wake_release()
+
+
+def _unblock_ready(task: Task) -> None:
+    """Requeued chunks that depend on unfinished ones wait as blocked, like after compiling."""
+    done = {i for (i,) in Chunk.select(Chunk.index).where(
+        Chunk.task == task.id, Chunk.status == COMPLETED).tuples()}
+    for chunk_id, depends_on in Chunk.select(Chunk.id, Chunk.depends_on).where(
+            Chunk.task == task.id, Chunk.status == PENDING).tuples():
+        if depends_on and not set(depends_on) <= done:
+            Chunk.update(status=BLOCKED).where(Chunk.id == chunk_id).execute()

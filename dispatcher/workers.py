@@ -18,7 +18,7 @@ from common.models import (
     Worker,
     database_proxy,
 )
-from dispatcher import fleet
+from dispatcher import changes, fleet
 from dispatcher.context import Context
 from dispatcher.leases import requeue_lost
 
@@ -188,5 +188,6 @@ def check_lost(ctx: Context) -> int:
         log.warning("worker %s: online -> offline (no heartbeat for %.1fs)",
                     worker.name, ctx.clock() - worker.last_heartbeat)
         Worker.update(connection=OFFLINE, activity="lost").where(Worker.id == worker.id).execute()
+        changes.worker(ctx, worker.id, worker.name)
         requeue_lost(ctx, worker, "agent lost (no heartbeat)")
     return len(silent)

@@ -66,3 +66,25 @@ def test_corral_up_runs_a_submitted_task_to_completion_and_stops_cleanly(corral_
     assert "curl" in out and "memory://" in out
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
+
+
+def test_corral_up_prints_a_login_link_that_starts_one_session_and_streams_events(corral_up):
+    import re
+
+    _, api, tmp_path, auth = corral_up
+    banner = tmp_path / "up.log"
+    found = wait_for(lambda: re.search(r"(http://\S+/ui/login)#code=(\S+)", banner.read_text()),
+                     timeout=10, what="the login link in the banner")
+    assert found.group(1) == f"{api}/ui/login"
+    first = requests.post(f"{api}/session", json={"code": found.group(2)}, timeout=5)
+    assert first.status_code == 201 and "corral_session" in first.cookies
+    assert requests.post(f"{api}/session", json={"code": found.group(2)}, timeout=5).status_code == 401
+    # /events works over the in-process memory:// broker too.
+    with requests.get(f"{api}/events?type=task", headers=auth, stream=True, timeout=10) as stream:
+        lines = stream.iter_lines(chunk_size=1)  # wsgiref speaks HTTP/1.0: no chunks to split on
+        assert next(lines).startswith(b"retry:")
+        task = requests.post(f"{api}/tasks", headers=auth, timeout=5, json={
+            "type": "noop", "settings": {"frame_start": 1, "frame_end": 1, "chunk_size": 1}}).json()
+        # A read timeout (10 s, under the 15 s heartbeat) fails the test if the change never comes.
+        mine = f'"id":{task["id"]},'.encode()
+        assert next(line for line in lines if line.startswith(b"data:") and mine in line)

@@ -55,6 +55,8 @@ def cases() -> list[tuple[str, str, str]]:
     doc = load_document()
     out = []
     for path, method, operation in operations(doc):
+        if operation.get("x-corral-stream"):  # never ends by itself; tests/unit/test_sessions_events.py
+            continue
         takes_input = doc["paths"][path].get("parameters") or operation.get("parameters") \
             or operation.get("requestBody")
         out += [(path, method, mode) for mode in (("positive", "negative") if takes_input else ("positive",))]

@@ -29,6 +29,32 @@ class RecordingPublisher:
         self.sent.append(message)
 
 
+class StubFeed:
+    """A change feed with no broker: tests publish into ``fanout`` themselves."""
+
+    def __init__(self) -> None:
+        from api_gateway.changefeed import Fanout
+
+        self.fanout = Fanout()
+
+    def start(self) -> None:
+        pass
+
+
+def open_stream(app, path: str, headers: dict[str, str], query: str = "", chunks: int = 1):
+    """Call the WSGI app for a streaming answer; return (status, headers, the first ``chunks`` pieces)."""
+    environ = testing.create_environ(path=path, query_string=query, headers=headers)
+    start = testing.StartResponseMock()
+    body = app(environ, start)
+    try:
+        iterator = iter(body)
+        pieces = [next(iterator) for _ in range(chunks)] if start.status.startswith("200") else list(iterator)
+    finally:
+        if hasattr(body, "close"):
+            body.close()
+    return start.status, dict(start.headers), pieces
+
+
 @pytest.fixture
 def publisher():
     return RecordingPublisher()
@@ -38,5 +64,5 @@ def publisher():
 def client(tmp_path, publisher):
     """The real gateway app on a fresh SQLite database, acting as the admin."""
     db = open_and_migrate(f"sqlite:///{tmp_path}/c.db")
-    yield testing.TestClient(create_app(CONFIG, publisher, clock=lambda: NOW), headers=AUTH)
+    yield testing.TestClient(create_app(CONFIG, publisher, clock=lambda: NOW, feed=StubFeed()), headers=AUTH)
     db.close()

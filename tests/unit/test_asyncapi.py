@@ -76,7 +76,8 @@ def test_channel_and_queue_names_are_the_ones_the_topology_makes(document):
     ns = "{ns}"
     expected = {topology.events_exchange_name(ns), topology.dispatcher_queue_name(ns),
                 topology.heartbeat_queue_name(ns), topology.chunk_queue_name(ns, "{pool}", "{command}"),
-                topology.agent_queue_name(ns, "{agent}"), topology.dead_queue_name(ns)}
+                topology.agent_queue_name(ns, "{agent}"), topology.dead_queue_name(ns),
+                topology.changes_exchange_name(ns)}
     assert set(document["channels"]) == expected
     agent_queue = topology.Topology("ns").agent_queue("a")
     flags = document["channels"][topology.agent_queue_name(ns, "{agent}")]["bindings"]["amqp"]["queue"]

@@ -13,6 +13,8 @@ SAMPLES = [
     messages.TaskUpdate(task_id=1, priority=90, status="paused"),
     messages.TaskCancel(task_id=2),
     messages.TaskBlocklistClear(task_id=2, worker_id=5),
+    messages.TaskRetry(task_id=4),
+    messages.FarmChanged(changes=[{"type": "chunk", "id": 7, "task": 2}], committed_at=1.5),
     messages.WorkerUpdate(worker_id=3, status="disabled"),
     messages.WorkerUpdate(worker_id=3, pools=["gpu"], action="stop", sleep_schedule_clear=True),
     messages.AgentHello(agent="a1", hostname="h", system="Linux 6.1", pools=["default"],
