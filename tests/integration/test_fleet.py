@@ -186,17 +186,18 @@ def test_a_schedule_and_a_stop_set_while_the_agent_is_offline_hold_when_it_comes
 def test_the_worker_control_migration_upgrades_an_old_postgresql_database(pg_database):
     import psycopg2
 
-    from common.db import open_and_migrate
+    from common.db import MIGRATIONS, _m_worker_control, open_and_migrate
     from common.models import Worker, database_proxy
 
+    open_and_migrate(pg_database).close()  # today's schema, then back to before worker control
+    with database_proxy.connection_context():
+        Worker.create(name="old-node", pools=["default"])
     con = psycopg2.connect(pg_database)
     with con, con.cursor() as cur:
-        cur.execute("CREATE TABLE workers (id SERIAL PRIMARY KEY, name VARCHAR(200) NOT NULL UNIQUE, "
-                    "pools TEXT NOT NULL DEFAULT '[]')")
-        cur.execute("CREATE TABLE chunks (id SERIAL PRIMARY KEY)")  # other migrations alter it
-        cur.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)")
-        cur.execute("INSERT INTO schema_version VALUES (1, 0)")
-        cur.execute("INSERT INTO workers (name) VALUES ('old-node')")
+        for column in ("operator_pools", "agent_pools", "pending_action", "sleep_schedule", "asleep"):
+            cur.execute(f"ALTER TABLE workers DROP COLUMN {column}")
+        version = MIGRATIONS.index(_m_worker_control) + 1
+        cur.execute("DELETE FROM schema_version WHERE version = %s", (version,))
     con.close()
 
     db = open_and_migrate(pg_database)

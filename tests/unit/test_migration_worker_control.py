@@ -11,14 +11,15 @@ NEW_COLUMNS = {"operator_pools", "agent_pools", "pending_action", "sleep_schedul
 
 
 def old_release_database(path) -> None:
-    """A workers table as migration 1 made it before worker control existed, with one worker."""
+    """Today's schema without the worker-control columns (as an older release left it), one worker."""
+    db = open_and_migrate(f"sqlite:///{path}")
+    with database_proxy.connection_context():
+        Worker.create(name="old-node", pools=["default"])
+    db.close()
     con = sqlite3.connect(path)
-    con.execute("CREATE TABLE workers (id INTEGER PRIMARY KEY, name VARCHAR(200) NOT NULL UNIQUE, "
-                "pools TEXT NOT NULL DEFAULT '[]')")
-    con.execute("CREATE TABLE chunks (id INTEGER PRIMARY KEY)")  # other migrations alter it
-    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
-    con.execute("INSERT INTO schema_version VALUES (1, 0)")
-    con.execute("INSERT INTO workers (name, pools) VALUES ('old-node', '[\"default\"]')")
+    for column in sorted(NEW_COLUMNS):
+        con.execute(f"ALTER TABLE workers DROP COLUMN {column}")
+    con.execute("DELETE FROM schema_version WHERE version = ?", (WORKER_CONTROL,))
     con.commit()
     con.close()
 
