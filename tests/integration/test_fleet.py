@@ -164,9 +164,9 @@ def test_a_schedule_and_a_stop_set_while_the_agent_is_offline_hold_when_it_comes
     farm.agent("o1")
     farm.wait_online(["o1"])
 
-    reason = wait_for(lambda: farm.get(f"/tasks/{task['id']}")["waiting_reason"], timeout=20,
-                      what="a waiting reason")
-    assert "asleep" in reason
+    # Until the agent's hello is applied the reason is "no online agent"; then it says asleep.
+    wait_for(lambda: "asleep" in farm.get(f"/tasks/{task['id']}")["waiting_reason"], timeout=20,
+             what="the waiting reason to say the agent is asleep")
     wait_for(lambda: "asleep: taking no chunks" in (farm.logdir / "agent-o1.log").read_text(),
              timeout=10, what="the agent to hear it is asleep")
     assert [c["status"] for c in chunks(farm, task["id"])] == ["pending"]
