@@ -34,7 +34,11 @@ def run_agent(config: Config, name: str, pools: list[str], registry: Registry | 
     SIGTERM or SIGINT: stop after the running chunk; a second one, or SIGUSR1:
     kill the running chunk and hand it back now.
     """
-    agent = Agent(config, name, pools, registry)
+    try:
+        agent = Agent(config, name, pools, registry)
+    except ConfigError as exc:
+        print(f"corral agent: {exc}", file=sys.stderr)
+        return 2
     received = 0
     pidfile = pid_path(config, name)
     pidfile.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +67,7 @@ def run_agent(config: Config, name: str, pools: list[str], registry: Registry | 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         pidfile.unlink(missing_ok=True)
-    return 0
+    return agent.exit_code
 
 
 def _alive(pid: int) -> bool:

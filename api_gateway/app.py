@@ -17,6 +17,7 @@ import falcon
 import falcon.media
 
 from api_gateway import errors
+from api_gateway.agents import AgentCollection, AgentItem
 from api_gateway.auth import Authentication
 from api_gateway.events import EventPublisher, EventSender
 from api_gateway.health import Health
@@ -57,6 +58,8 @@ def create_app(config: Config, publisher: EventPublisher,
     app.add_route(f"/workers/{{worker_id:{ID}}}", WorkerItem(events))
     app.add_route("/tokens", TokenCollection(clock))
     app.add_route(f"/tokens/{{token_id:{ID}}}", TokenItem(clock))
+    app.add_route("/agents", AgentCollection(clock))
+    app.add_route("/agents/{name}", AgentItem(clock))
     app.add_route("/health", Health(events))
     app.add_route("/openapi.json", OpenAPIDocument())
     app.add_route("/docs", DocsPage())

@@ -7,6 +7,7 @@ order inside a transaction; ``schema_version`` records what has run.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,11 +59,20 @@ def _m1_initial(db: Database) -> None:
     db.create_tables(models.ALL_MODELS)
 
 
+def _m2_agent_security(db: Database) -> None:
+    """Enrollments, the farm's command key, and the replay guard on hellos (issue 14)."""
+    db.create_tables([models.Enrollment, models.FarmSecret], safe=True)
+    if "hello_sent_at" not in {column.name for column in db.get_columns("workers")}:
+        db.execute_sql("ALTER TABLE workers ADD COLUMN hello_sent_at DOUBLE PRECISION")
+    if models.FarmSecret.get_or_none(models.FarmSecret.name == "command_key") is None:
+        models.FarmSecret.create(name="command_key", value=secrets.token_hex(32))
+
+
 # Append only: a released migration never changes. Migration 1 creates every
 # model's table as the models stand; later migrations must therefore be
 # idempotent (add a column only if it is missing, create tables with safe=True)
 # so that they are right both on databases made by an older release and on new ones.
-MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial]
+MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m2_agent_security]
 
 
 def migrate(db: Database) -> int:

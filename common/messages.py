@@ -102,7 +102,7 @@ class AgentHello(Message):
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     pid: int = 0
     boot_id: str = ""  # new for every agent process; tells restarts apart
-    sent_at: float = 0.0  # a signed hello older than a few minutes is refused (replay)
+    sent_at: float = 0.0  # a signed hello older than a few minutes, or than the last one, is refused
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +237,15 @@ class ControlAbort(Message):
     kind: ClassVar[str] = "control.abort"
     chunk_id: int
     lease_id: str
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlRevoke(Message):
+    """To one agent: an operator revoked its enrollment; it stops at once and exits."""
+
+    kind: ClassVar[str] = "control.revoke"
+    agent: str
     reason: str = ""
 
 

@@ -5,10 +5,20 @@ test runs share one broker without seeing each other's messages.
 """
 from __future__ import annotations
 
+import re
+
 from kombu import Exchange, Queue
 
 MAX_PRIORITY = 9  # RabbitMQ recommends at most 10 priority levels
 HEARTBEAT_QUEUE_MAX = 100_000
+# An agent's control queue is made by the dispatcher when the agent says hello (agents may not
+# declare anything) and outlives short reconnects; unused this long, the broker deletes it.
+AGENT_QUEUE_EXPIRES_MS = 3_600_000
+AGENT_QUEUE_MAX = 10_000
+AGENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,199}$")
+# Routing-key families on the events exchange: what agents publish, and everything else
+# (gateway -> dispatcher commands: task.*, worker.*, ...), which must carry the command signature.
+AGENT_FAMILIES = ("agent", "chunk")
 
 # Routing keys (message kinds) the dispatcher's state queue receives.
 DISPATCHER_BINDINGS = ("task.#", "worker.#", "chunk.#", "agent.hello", "agent.goodbye")
@@ -61,6 +71,15 @@ def agent_routing_key(agent: str) -> str:
 BROADCAST_KEY = "all"
 
 
+def valid_agent_name(name: str) -> bool:
+    return bool(AGENT_NAME_RE.match(name))
+
+
+def family(kind: str) -> str:
+    """``task.cancel`` -> ``task``: the part of a routing key that says who may publish it."""
+    return kind.split(".", 1)[0]
+
+
 def broker_priority(task_priority: int) -> int:
     """Map a task priority (0-100) onto the broker's 0-9 levels."""
     return max(0, min(MAX_PRIORITY, task_priority // 11))
@@ -107,7 +126,6 @@ class Topology:
         )
 
     def agent_queue(self, agent: str) -> Queue:
-        # Control messages only matter to a live agent: the queue goes with it.
         return Queue(
             agent_queue_name(self.namespace, agent),
             exchange=self.control,
@@ -116,7 +134,7 @@ class Topology:
                 _binding(self.control, BROADCAST_KEY),
             ],
             durable=False,
-            auto_delete=True,
+            queue_arguments={"x-expires": AGENT_QUEUE_EXPIRES_MS, "x-max-length": AGENT_QUEUE_MAX},
         )
 
 

@@ -52,7 +52,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def cmd_dispatcher(args: argparse.Namespace) -> int:
-    config = _config()
+    config = _config(insecure_agents=True if args.insecure_agents else None)
     _require_real_broker(config, "dispatcher")
     setup_logging("dispatcher")
     from dispatcher.service import run_dispatcher
@@ -61,6 +61,10 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    from corral import enroll
+
+    if args.action in enroll.ACTIONS:
+        return enroll.run(args)
     config = _config()
     if args.action == "stop":
         from agent.cli import stop_agent
@@ -166,14 +170,29 @@ def build_parser() -> argparse.ArgumentParser:
     gw.set_defaults(func=cmd_gateway)
 
     dp = sub.add_parser("dispatcher", help="the task/chunk state machine")
+    dp.add_argument("--insecure-agents", action="store_true",
+                    help="accept agents that prove nothing (trusted networks only; "
+                         "also CORRAL_INSECURE_AGENTS)")
     dp.set_defaults(func=cmd_dispatcher)
 
-    ag = sub.add_parser("agent", help="a render node (`corral agent stop [--now]` stops one)")
-    ag.add_argument("action", nargs="?", choices=("run", "stop"), default="run")
+    from corral.client import DEFAULT_API
+
+    ag = sub.add_parser("agent", help="a render node (`corral agent stop [--now]` stops one); "
+                                      "`corral agent enroll|revoke NAME`, `corral agent enrollments`")
+    ag.add_argument("action", nargs="?", choices=("run", "stop", "enroll", "revoke", "enrollments"),
+                    default="run")
+    ag.add_argument("target", nargs="?", help="enroll, revoke: the agent's name")
+    ag.add_argument("--api", default=os.environ.get("CORRAL_API") or DEFAULT_API,
+                    help="enroll, revoke, enrollments: gateway URL (default: $CORRAL_API or %(default)s)")
+    ag.add_argument("--data-dir", default=None, help="where admin.token is when $CORRAL_TOKEN is not set")
+    ag.add_argument("--credential-file", help="enroll: write the credential here (mode 0600) instead of "
+                                              "printing it")
+    ag.add_argument("--json", action="store_true")
     ag.add_argument("--name", default=default_agent_name())
     ag.add_argument("--now", action="store_true", help="stop: kill the running chunk and hand it back")
     ag.add_argument("--timeout", type=float, default=600.0, help="stop: seconds to wait for the exit")
-    ag.add_argument("--pool", action="append", help="worker pool (repeatable; default: default)")
+    ag.add_argument("--pool", action="append", help="worker pool (repeatable; default: default); "
+                                                    "enroll: the pools it may serve (default: any)")
     ag.set_defaults(func=cmd_agent)
 
     from corral.client import add_client_commands

@@ -32,6 +32,8 @@ class Context:
     task_commands: dict[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     # Keys issued to agents in this transaction, for the verifier once it commits.
     issued_keys: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    # (agent, pools, commands) of accepted hellos: their queues are declared before the outbox goes.
+    joined: list[tuple[str, list[str], list[str]]] = dataclasses.field(default_factory=list)
 
     def send(self, message: messages.Message, agent: str | None = None) -> None:
         self.outbox.append((message, agent))

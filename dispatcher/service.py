@@ -16,13 +16,13 @@ from typing import Any
 from kombu import Consumer
 from peewee import InterfaceError, OperationalError
 
-from common import messages
+from common import messages, signing
 from common.bus import CONNECTION_ERRORS, Bus, Publisher, body_bytes, decode_or_dead_letter
 from common.config import Config
 from common.db import open_and_migrate
 from common.errors import BrokerUnavailable
 from common.models import database_proxy
-from dispatcher import chunks, release, tasks, workers
+from dispatcher import chunks, identity, release, tasks, workers
 from dispatcher.context import Context
 from dispatcher.identity import Verifier
 
@@ -58,7 +58,7 @@ class Dispatcher:
         self.config = config
         self.bus = Bus(config)
         self.ctx = Context(config, clock)
-        self.verifier = Verifier(config.agent_secret)
+        self.verifier = Verifier(config)
         self.publisher: Publisher | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,6 +90,7 @@ class Dispatcher:
 
     def run(self) -> None:
         open_and_migrate(self.config.resolved_database_url)
+        self.verifier.command_key = signing.command_key(self.config.command_key)
         self.publisher = self.bus.publisher()
         while not self._stopping.is_set():
             try:
@@ -145,7 +146,7 @@ class Dispatcher:
         if msg is None:
             return
         body = body_bytes(message)
-        refusal = self.verifier.refusal(msg, body, message.headers or {}, self.ctx.clock())
+        refusal = self.verifier.refusal(msg, body, message.headers or {}, self.ctx.clock(), queue)
         if refusal is not None:
             log.warning("dead-lettering a %s: %s", msg.kind, refusal)
             self.publisher.dead_letter(body, refusal, msg.kind, queue)
@@ -213,6 +214,10 @@ class Dispatcher:
                 delivery.requeue()
 
     def _flush_outbox(self) -> None:
+        try:
+            identity.declare_joined(self.ctx, self.publisher)
+        except BrokerUnavailable as exc:
+            log.warning("could not declare the queues of new agents: %s", exc)
         outbox, self.ctx.outbox = self.ctx.outbox, []
         for message, agent in outbox:
             try:
@@ -232,6 +237,7 @@ class Dispatcher:
             if due:
                 with database_proxy.atomic():
                     workers.check_lost(self.ctx)
+                    self.verifier.cut_off_revoked(self.ctx)
                 if now >= self._next_sweep:
                     # The safety net: release even if no event asked for it.
                     self.ctx.release_wanted = True
@@ -264,6 +270,13 @@ def run_dispatcher(config: Config) -> int:
     """Foreground dispatcher for the CLI: SIGTERM or SIGINT stops it cleanly."""
     import signal
 
+    open_and_migrate(config.resolved_database_url)
+    with database_proxy.connection_context():
+        refusal = identity.startup_refusal(config)
+    if refusal:
+        log.error("%s", refusal)
+        print(f"corral dispatcher: {refusal}", flush=True)
+        return 2
     dispatcher = Dispatcher(config)
 
     def _stop(signum: int, _frame: object) -> None:

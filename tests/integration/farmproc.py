@@ -35,10 +35,10 @@ class Farm:
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}"
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
+    def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([*CORRAL, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen([*CORRAL, *args], env={**self.env, **(env or {})}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         return proc
 
@@ -52,14 +52,36 @@ class Farm:
         except requests.RequestException:
             return False
 
-    def dispatcher(self) -> subprocess.Popen:
-        return self._spawn("dispatcher", "dispatcher")
+    def dispatcher(self, *args: str) -> subprocess.Popen:
+        return self._spawn("dispatcher", "dispatcher", *args)
 
-    def agent(self, name: str, *pools: str) -> subprocess.Popen:
+    def agent(self, name: str, *pools: str, credential: Path | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen:
+        """An agent process; with ``credential`` (from ``enroll``) it proves its enrollment."""
         args = ["agent", "--name", name]
         for pool in pools:
             args += ["--pool", pool]
-        return self._spawn(f"agent-{name}", *args)
+        extra = dict(env or {})
+        if credential is not None:
+            extra["CORRAL_AGENT_CREDENTIAL_FILE"] = str(credential)
+        return self._spawn(f"agent-{name}", *args, env=extra)
+
+    def enroll(self, name: str, *pools: str) -> Path:
+        """``corral agent enroll`` through the gateway; returns the file holding the credential."""
+        path = self.logdir.parent / f"{name}.credential"
+        args = [*CORRAL, "agent", "enroll", name, "--api", self.api, "--credential-file", str(path)]
+        for pool in pools:
+            args += ["--pool", pool]
+        done = subprocess.run(args, env={**self.env, "CORRAL_TOKEN": self.token}, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return path
+
+    def revoke(self, name: str) -> None:
+        done = subprocess.run([*CORRAL, "agent", "revoke", name, "--api", self.api],
+                              env={**self.env, "CORRAL_TOKEN": self.token}, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
 
     def wait_online(self, names: list[str], timeout: float = 30) -> dict:
         def online():

@@ -72,10 +72,11 @@ def test_a_farm_runs_under_least_privilege_users_and_an_agent_cannot_publish_wor
     farm = Farm(dict(base, CORRAL_BROKER_URL=as_user["gateway"]), tmp_path / "logs")
     try:
         farm.gateway()
+        credential = farm.enroll("n1", "default")  # closed by default: the dispatcher needs one
         farm.env = dict(farm.env, CORRAL_BROKER_URL=as_user["dispatcher"])
         farm.dispatcher()
         farm.env = dict(farm.env, CORRAL_BROKER_URL=as_user["agent-n1"])
-        farm.agent("n1")
+        farm.agent("n1", credential=credential)
         task = farm.submit("sleep", sleep_settings(1, 4, 2, 0.05))
         done = farm.wait_task(task["id"], timeout=60)
         assert done["frames_done"] == 4

@@ -28,6 +28,7 @@ SAMPLES = [
     messages.ControlResume(task_id=1),
     messages.ControlWelcome(agent="a1", boot_id="b", nonce="n", wrapped_key="00ff"),
     messages.ControlAbort(chunk_id=4, lease_id="L"),
+    messages.ControlRevoke(agent="a1", reason="enrollment revoked"),
 ]
 
 
