@@ -29,13 +29,18 @@ def rabbitmqctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
                           check=check)
 
 
-@pytest.fixture
-def vhost(broker_url):
-    """A vhost and users of its own, deleted afterwards; needs rabbitmqctl for the local broker."""
+def vhost_or_missing(broker_url: str) -> None:
+    """Vhosts of our own need rabbitmqctl managing the (local) test broker."""
     host = urlparse(broker_url).hostname
     if shutil.which("rabbitmqctl") is None or host not in ("localhost", "127.0.0.1") \
             or rabbitmqctl("status", check=False).returncode != 0:
         missing("rabbitmqctl managing the broker on localhost")
+
+
+@pytest.fixture
+def vhost(broker_url):
+    """A vhost and users of its own, deleted afterwards; needs rabbitmqctl for the local broker."""
+    vhost_or_missing(broker_url)
     suffix = uuid.uuid4().hex[:8]
     name, prefix = f"corral-sec-{suffix}", f"sec{suffix}-"
     passwords = {role: uuid.uuid4().hex for role in ("gateway", "dispatcher", "agent")}
