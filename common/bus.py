@@ -94,9 +94,13 @@ def tls_options(config: Config) -> dict[str, Any] | bool:
     if not config.broker_url.startswith("amqps://"):
         return False
     import ssl
+    from urllib.parse import urlparse
 
-    options: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED,
-                               "server_hostname": None}  # None: the host of the URL in use
+    # The name the certificate must match. kombu would use the host of the URL in use (None) but
+    # turns "localhost" into 127.0.0.1 first; give the URL's own name unless there are alternates.
+    url = config.broker_url
+    host = None if ";" in url else urlparse(url).hostname
+    options: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED, "server_hostname": host}
     if config.broker_ca_file:
         options["ca_certs"] = config.broker_ca_file
     if config.broker_cert_file:

@@ -47,6 +47,13 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             "--worker-class", "gthread", "--threads", str(args.threads),
             "--graceful-timeout", "10", "--no-control-socket",
             "--access-logfile", "-" if args.access_log else "/dev/null"]
+    if bool(args.certfile) != bool(args.keyfile):
+        sys.exit("corral gateway: --certfile and --keyfile go together (gunicorn's own TLS)")
+    for path in filter(None, (args.certfile, args.keyfile)):
+        if not os.path.isfile(path):
+            sys.exit(f"corral gateway: {path} is not a readable file")
+    if args.certfile:
+        argv += ["--certfile", args.certfile, "--keyfile", args.keyfile]
     os.execv(sys.executable, argv)
     return 0  # pragma: no cover - exec does not return
 
@@ -167,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--workers", type=int, default=2)
     gw.add_argument("--threads", type=int, default=4)
     gw.add_argument("--access-log", action="store_true")
+    gw.add_argument("--certfile", help="serve HTTPS with this certificate (PEM, chain included)")
+    gw.add_argument("--keyfile", help="the certificate's private key (PEM)")
     gw.set_defaults(func=cmd_gateway)
 
     dp = sub.add_parser("dispatcher", help="the task/chunk state machine")

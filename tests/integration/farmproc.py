@@ -34,6 +34,7 @@ class Farm:
         self.procs: dict[str, subprocess.Popen] = {}
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}"
+        self.verify: bool | str = True  # requests' verify: a CA file for a gateway with TLS
 
     def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
@@ -42,13 +43,13 @@ class Farm:
         self.procs[name] = proc
         return proc
 
-    def gateway(self) -> None:
-        self._spawn("gateway", "gateway", "--port", str(self.port), "--workers", "2")
+    def gateway(self, *args: str) -> None:
+        self._spawn("gateway", "gateway", "--port", str(self.port), "--workers", "2", *args)
         wait_for(self._healthy, timeout=30, what="the gateway to answer /health")
 
     def _healthy(self) -> bool:
         try:
-            return requests.get(f"{self.api}/health", timeout=1).status_code == 200
+            return requests.get(f"{self.api}/health", timeout=1, verify=self.verify).status_code == 200
         except requests.RequestException:
             return False
 
@@ -114,13 +115,14 @@ class Farm:
     # -- REST --------------------------------------------------------------
 
     def get(self, path: str):
-        response = requests.get(f"{self.api}{path}", headers=self.headers, timeout=10)
+        response = requests.get(f"{self.api}{path}", headers=self.headers, timeout=10, verify=self.verify)
         response.raise_for_status()
         return response.json()
 
     def submit(self, type_name: str, settings: dict, **fields) -> dict:
         body = {"type": type_name, "settings": settings, **fields}
-        response = requests.post(f"{self.api}/tasks", json=body, headers=self.headers, timeout=10)
+        response = requests.post(f"{self.api}/tasks", json=body, headers=self.headers, timeout=10,
+                                 verify=self.verify)
         assert response.status_code == 202, response.text
         return response.json()
 
