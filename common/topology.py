@@ -12,8 +12,9 @@ from kombu import Exchange, Queue
 MAX_PRIORITY = 9  # RabbitMQ recommends at most 10 priority levels
 HEARTBEAT_QUEUE_MAX = 100_000
 # An agent's control queue is made by the dispatcher when the agent says hello (agents may not
-# declare anything) and outlives short reconnects; unused this long, the broker deletes it.
-AGENT_QUEUE_EXPIRES_MS = 3_600_000
+# declare anything) and outlives short reconnects; unused this long, the broker deletes it (a
+# returning agent's hello makes it again).
+AGENT_QUEUE_EXPIRES_MS = 300_000
 AGENT_QUEUE_MAX = 10_000
 AGENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,199}$")
 # Routing-key families on the events exchange: what agents publish, and everything else

@@ -32,6 +32,7 @@ class Farm:
         self.headers = {"Authorization": f"Bearer {self.token}"}
         self.logdir = logdir
         self.procs: dict[str, subprocess.Popen] = {}
+        self.agent_names: list[str] = []  # every agent started, for cleaning up its queue
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}"
         self.verify: bool | str = True  # requests' verify: a CA file for a gateway with TLS
@@ -62,6 +63,7 @@ class Farm:
         args = ["agent", "--name", name]
         for pool in pools:
             args += ["--pool", pool]
+        self.agent_names.append(name)
         extra = dict(env or {})
         if credential is not None:
             extra["CORRAL_AGENT_CREDENTIAL_FILE"] = str(credential)
@@ -104,6 +106,24 @@ class Farm:
     def close(self) -> None:
         for name in list(self.procs):
             self.stop(name, signal.SIGTERM, timeout=10)
+        self._delete_agent_queues(self.agent_names)
+
+    def _delete_agent_queues(self, agents: list[str]) -> None:
+        """Agents' control queues outlive their agents for a while (x-expires): delete them now."""
+        from kombu import Connection
+
+        from common import topology
+
+        try:
+            with Connection(self.env["CORRAL_BROKER_URL"], connect_timeout=3) as conn:
+                namespace = self.env["CORRAL_NAMESPACE"]
+                for agent in set(agents):
+                    try:
+                        conn.channel().queue_delete(topology.agent_queue_name(namespace, agent))
+                    except Exception:  # noqa: BLE001 - not ours to delete (least-privilege users), or gone
+                        pass
+        except Exception:  # noqa: BLE001 - a broker that is away has nothing to clean
+            pass
 
     def logs(self) -> str:
         parts = []
