@@ -13,6 +13,7 @@ they say. Refused messages are dead-lettered by the caller and change nothing.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from typing import Any
 
 from peewee import JOIN
@@ -29,6 +30,7 @@ log = logging.getLogger("dispatcher.identity")
 AGENT_KINDS = (messages.AgentHello, messages.AgentHeartbeat, messages.AgentGoodbye,
                messages.ChunkStarted, messages.ChunkProgress, messages.ChunkFinished)
 MAX_HELLO_POOLS, MAX_HELLO_COMMANDS = 32, 64
+OWNERS_CACHED = 20_000  # lease -> the agent running that attempt (it never changes)
 
 
 def startup_refusal(config: Config) -> str | None:
@@ -50,6 +52,7 @@ class Verifier:
         self.secret = config.agent_secret
         self.command_key = command_key
         self.keys: dict[str, bytes] = {}
+        self._owners: OrderedDict[str, str] = OrderedDict()
         if config.insecure_agents:
             log.warning("--insecure-agents: agent messages are NOT authenticated; any broker user can "
                         "speak for any agent")
@@ -83,8 +86,23 @@ class Verifier:
         if not signing.verify(key, body, headers.get(signing.SIG_HEADER)):
             return f"signature check failed for a {msg.kind} from {agent!r}"
         if isinstance(msg, (messages.ChunkProgress, messages.ChunkFinished)):
-            return _foreign_report(msg)
+            owner = self._owner(msg.lease_id)
+            if owner is not None and owner != agent:
+                return f"agent {agent!r} reports on chunk {msg.chunk_id}, which agent {owner!r} runs"
         return None
+
+    def _owner(self, lease_id: str) -> str | None:
+        """The agent that runs the attempt of ``lease_id``, or None while nobody has started it."""
+        owner = self._owners.get(lease_id)
+        if owner is None:
+            owner = (Attempt.select(Worker.name).join(Worker, JOIN.INNER, on=(Attempt.worker == Worker.id))
+                     .where(Attempt.lease_id == lease_id).scalar())
+            if owner is None:
+                return None
+            self._owners[lease_id] = owner
+            if len(self._owners) > OWNERS_CACHED:
+                self._owners.popitem(last=False)
+        return owner
 
     def _hello_refusal(self, msg: messages.AgentHello, body: bytes, headers: dict[str, Any],
                        now: float) -> str | None:
@@ -144,15 +162,6 @@ class Verifier:
                         worker.name, worker.connection, lost)
             ctx.wake_release()
         return len(rows)
-
-
-def _foreign_report(msg: messages.ChunkProgress | messages.ChunkFinished) -> str | None:
-    """A report on an attempt that another agent runs."""
-    owner = (Attempt.select(Worker.name).join(Worker, JOIN.INNER, on=(Attempt.worker == Worker.id))
-             .where(Attempt.lease_id == msg.lease_id).scalar())
-    if owner is not None and owner != msg.agent:
-        return f"agent {msg.agent!r} reports on chunk {msg.chunk_id}, which agent {owner!r} runs"
-    return None
 
 
 def wrap_secret_for(config: Config, agent: str) -> str:
