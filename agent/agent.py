@@ -55,7 +55,6 @@ from common.signing import Signer
 
 log = logging.getLogger(__name__)
 
-AMQP_HEARTBEAT_S = 30
 BUSY_DRAIN_S = 0.01
 IDLE_DRAIN_S = 0.5
 MAX_RECONNECT_DELAY_S = 30.0
@@ -194,8 +193,7 @@ class Agent:
 
     def _session(self) -> None:
         """One broker connection: consume until stopped; connection errors propagate."""
-        with self.bus.connection(heartbeat=AMQP_HEARTBEAT_S) as conn:
-            conn.ensure_connection(max_retries=1)
+        with self.bus.connect(heartbeat=self.config.amqp_heartbeat_s) as conn:
             if not self._wait_for_topology(conn):
                 return
             self._attached = False
@@ -203,7 +201,7 @@ class Agent:
                 self._declare_consumers(conn)
             self._say_hello()
             if self._connected_once:
-                log.info("agent %s reconnected", self.name)
+                log.info("agent %s reconnected to %s", self.name, conn.as_uri(include_password=False))
             self._connected_once = True
             self._reconnect_delay_s = 1.0
             self._ready.set()
@@ -252,8 +250,10 @@ class Agent:
                            on_message=functools.partial(self._on_control, agent_queue.name))
         control.consume()
         chunk_channel = conn.channel()
-        # One unacked chunk at a time across every chunk queue of this agent.
-        chunk_channel.basic_qos(0, 1, True)
+        # One unacked chunk at a time across every chunk queue of this agent. Quorum queues
+        # refuse a channel-wide (global) prefetch: there each consumer gets one, and a
+        # delivery that arrives while a chunk is held goes back to its queue (_on_chunk).
+        chunk_channel.basic_qos(0, 1, self.topology.queue_type == "classic")
         self._chunk_consumers = [
             Consumer(chunk_channel, [queue], accept=[CONTENT_TYPE], auto_declare=declare,
                      on_message=functools.partial(self._on_chunk, queue.name))
@@ -295,12 +295,14 @@ class Agent:
     def _set_consuming(self, wanted: bool) -> None:
         if wanted == self._consuming:
             return
+        # Set first: cancelling waits for the broker, and a delivery handled meanwhile
+        # must see that this agent is no longer taking chunks.
+        self._consuming = wanted
         for consumer in self._chunk_consumers:
             if wanted:
                 consumer.consume()
             else:
                 consumer.cancel()
-        self._consuming = wanted
 
     def _shut_down(self) -> None:
         held = self.held
@@ -381,6 +383,13 @@ class Agent:
             routing_key = message.delivery_info.get("routing_key", "")
             self.publisher.dead_letter(body_bytes(message), reason, routing_key, queue)
             message.ack()
+            return
+        if self.held is not None or not self._consuming:
+            # Delivered while this agent takes or holds another chunk (on quorum queues each
+            # chunk consumer has its own prefetch of one, and a delivery can arrive while the
+            # consumers are being cancelled): still the dispatcher's release, so it goes back
+            # to its queue for the next idle agent.
+            message.requeue()
             return
         reason = self._decline_reason(msg)
         if reason:

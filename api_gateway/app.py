@@ -21,6 +21,7 @@ from api_gateway.agents import AgentCollection, AgentItem
 from api_gateway.auth import Authentication
 from api_gateway.events import EventPublisher, EventSender
 from api_gateway.health import Health
+from api_gateway.metrics import MetricsEndpoint, RequestMetrics
 from api_gateway.middleware import BodyLimit, DatabaseConnection
 from api_gateway.openapi import DocsPage, OpenAPIDocument, load_document, route_scopes
 from api_gateway.preview import TaskPreview
@@ -39,9 +40,14 @@ def create_app(config: Config, publisher: EventPublisher,
                limiter: FailureLimiter | None = None) -> falcon.App:
     if limiter is None:
         limiter = FailureLimiter(config.auth_failure_rate_per_s, config.auth_failure_burst)
-    authentication = Authentication(route_scopes(load_document()), config.admin_token, limiter, clock)
-    # Order matters: the size check first, then the connection authentication needs.
-    app = falcon.App(middleware=[BodyLimit(config.max_body_bytes), DatabaseConnection(), authentication])
+    scopes = route_scopes(load_document())
+    if config.metrics_public:
+        scopes[("/metrics", "GET")] = None
+    authentication = Authentication(scopes, config.admin_token, limiter, clock)
+    # Order matters: timing first (it sees every answer), the size check, then the connection
+    # authentication needs.
+    app = falcon.App(middleware=[RequestMetrics(), BodyLimit(config.max_body_bytes), DatabaseConnection(),
+                                 authentication])
     app.req_options.strip_url_path_trailing_slash = True
     # ASCII-only JSON: any text the database holds can be sent.
     json_handler = falcon.media.JSONHandler(dumps=functools.partial(json.dumps, separators=(",", ":")))
@@ -61,6 +67,7 @@ def create_app(config: Config, publisher: EventPublisher,
     app.add_route("/agents", AgentCollection(clock))
     app.add_route("/agents/{name}", AgentItem(clock))
     app.add_route("/health", Health(events))
+    app.add_route("/metrics", MetricsEndpoint())
     app.add_route("/openapi.json", OpenAPIDocument())
     app.add_route("/docs", DocsPage())
     return app

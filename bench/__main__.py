@@ -17,7 +17,7 @@ from bench.report import print_table
 from bench.results import Results
 from bench.targets import judge
 
-ROWS = ("floor", "celery", "throughput", "latency", "heartbeats", "api", "size")
+ROWS = ("floor", "celery", "throughput", "latency", "heartbeats", "api", "size", "metrics")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +62,9 @@ def run_row(row: str, results: Results, ns: str, sizes: Sizes, work: Path, token
     elif row == "size":
         from bench import size
         size.run(results, ns, sizes.size_frames, sizes.size_s, work / "size", token)
+    elif row == "metrics":
+        from bench import metrics
+        metrics.run(results, ns, work / "metrics", token, sizes.api_workers, sizes.api_tasks, sizes.postgres)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

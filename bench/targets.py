@@ -42,6 +42,10 @@ def judge(results: Results) -> list[Target]:
         _heartbeats(results),
         _below(results, "GET /workers p99 < 50 ms", "api_get_workers_p99", 50, "ms"),
         _below(results, "GET /tasks?status=queued p99 < 50 ms", "api_get_tasks_p99", 50, "ms"),
+        _below(results, "GET /metrics p99 < 250 ms (100k tasks, 1k workers)", "metrics_scrape_sqlite_p99",
+               250, "ms"),
+        _below(results, "GET /metrics p99 < 250 ms on PostgreSQL", "metrics_scrape_postgresql_p99",
+               250, "ms"),
         _below(results, "100k-frame task: chunk queue depth bounded", "size_depth_max", BOUNDED_DEPTH,
                "msgs"),
     ]

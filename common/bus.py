@@ -24,12 +24,20 @@ from common.topology import AGENT_FAMILIES, Topology, broker_priority, family
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/json"
+# A confirm not back by then means a dead or partitioned connection (publisher connections
+# carry no AMQP heartbeats): the publish is retried on a new connection.
+CONFIRM_TIMEOUT_S = 5.0
 # Errors that mean "the broker is not there right now" rather than a bug.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, KombuError, OperationalError)
+# Errors after which a publish is tried again (on a fresh connection, maybe another node).
+PUBLISH_RETRY_ERRORS: tuple[type[BaseException], ...] = CONNECTION_ERRORS
 try:  # py-amqp's own errors (channel closed, connection forced, ...)
     import amqp.exceptions
 
     CONNECTION_ERRORS += (amqp.exceptions.AMQPError,)
+    # A nack: the broker did not take the message (a quorum queue electing a new leader
+    # after a node loss does this), so it is sent again; every consumer is idempotent.
+    PUBLISH_RETRY_ERRORS = CONNECTION_ERRORS + (amqp.exceptions.MessageNacked,)
 except ImportError:  # pragma: no cover - amqp is a kombu dependency
     pass
 
@@ -46,7 +54,7 @@ class Bus:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.topology = Topology(config.namespace)
+        self.topology = Topology(config.namespace, config.queue_type)
         # Set on an agent's bus: every event it publishes is signed (common/signing.py).
         self.signer: Signer | None = None
         # Set on the gateway's bus: every command (task.*, worker.*, ...) it publishes is signed.
@@ -54,21 +62,51 @@ class Bus:
         # Set on an authenticated agent's bus: it declares nothing, only checks that the
         # topology the dispatcher made is there (agents have no configure permission).
         self.passive = False
+        self.urls = config.broker_urls
+        # The address that answered last: new connections try it first, so after a
+        # node is lost every thread goes straight to a survivor.
+        self._preferred = 0
 
     def connection(self, heartbeat: float = 0) -> Connection:
-        """A new, not yet connected, kombu connection."""
+        """A new, not yet connected, kombu connection over every broker address.
+
+        Its failover list starts at the address that answered last.
+        """
         options: dict[str, Any] = {}
         if self.config.embedded_broker:
             options["polling_interval"] = 0.005
         else:
             options["confirm_publish"] = True
+        first = self._preferred
         return Connection(
-            self.config.broker_url,
+            ";".join(self.urls[first:] + self.urls[:first]),
             heartbeat=heartbeat,
             transport_options=options,
             connect_timeout=5,
             ssl=tls_options(self.config),
+            failover_strategy="round-robin",
         )
+
+    def connect(self, heartbeat: float = 0) -> Connection:
+        """A connected connection: each broker address is tried once, in turn.
+
+        Raises one of CONNECTION_ERRORS when none answers; callers retry with backoff.
+        """
+        first, failed = self._preferred, []
+        conn = self.connection(heartbeat)
+        try:
+            # max_retries counts retries after the first attempt: one attempt per address.
+            # Each failure moves kombu on to the next address (round-robin).
+            conn.ensure_connection(max_retries=len(self.urls) - 1, interval_start=0,
+                                   errback=lambda exc, _interval: failed.append(exc))
+        except BaseException:
+            conn.release()
+            raise
+        self._preferred = (first + len(failed)) % len(self.urls)
+        if failed:
+            log.info("%d broker address(es) did not answer (%s); connected to %s",
+                     len(failed), failed[-1], conn.as_uri(include_password=False))
+        return conn
 
     def declare_core(self, channel: Any) -> None:
         """Declare exchanges plus the dispatcher's and dead-letter queues.
@@ -82,8 +120,15 @@ class Bus:
         for queue in (topo.dispatcher_queue(), topo.heartbeat_queue(), topo.dead_queue()):
             if self.passive:
                 queue(channel).queue_declare(passive=True)
-            else:
+                continue
+            try:
                 queue(channel).declare()
+            except CONNECTION_ERRORS as exc:
+                if "inequivalent arg" in str(exc):
+                    log.error("queue %s exists with other arguments than CORRAL_QUEUE_TYPE=%s gives it (%s); "
+                              "every process of a namespace needs the same queue type (deploy/README.md)",
+                              queue.name, topo.queue_type, exc)
+                raise
 
     def publisher(self) -> Publisher:
         return Publisher(self)
@@ -124,13 +169,16 @@ class Publisher:
         self._conn: Connection | None = None
         self._producer: Producer | None = None
         self._declared_queues: set[str] = set()
+        self._had_connection = False
 
     def _ensure(self) -> Producer:
         if self._producer is None:
-            conn = self.bus.connection()
-            conn.ensure_connection(max_retries=1)
+            conn = self.bus.connect()
             channel = conn.channel()
             self.bus.declare_core(channel)
+            if self._had_connection:
+                log.info("publisher reconnected to %s", conn.as_uri(include_password=False))
+            self._had_connection = True
             self._conn, self._producer = conn, Producer(channel)
             self._declared_queues.clear()
         return self._producer
@@ -190,13 +238,15 @@ class Publisher:
                         content_type=CONTENT_TYPE,
                         content_encoding="utf-8",
                         headers=headers or {},
+                        confirm_timeout=None if self.bus.config.embedded_broker else CONFIRM_TIMEOUT_S,
                     )
                     return
-                except CONNECTION_ERRORS as exc:
+                except PUBLISH_RETRY_ERRORS as exc:
                     self._reset()
                     if time.monotonic() + delay > deadline:
                         raise BrokerUnavailable(f"cannot publish to the broker: {exc}") from exc
-                    log.warning("publish failed (%s); retrying in %.1fs", exc, delay)
+                    log.warning("publish failed (%s); retrying in %.1fs", str(exc) or type(exc).__name__,
+                                delay)
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from common.errors import ConfigError
 
 AMQP_DEFAULT = "amqp://guest:guest@localhost:5672//"
+QUEUE_TYPES = ("classic", "quorum")
 NAMESPACE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
 
 
@@ -21,7 +22,16 @@ NAMESPACE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
 class Config:
     """Settings shared by the gateway, the dispatcher, the agents and the CLI."""
 
+    # One address, or several separated by ';' (the nodes of a RabbitMQ cluster): every
+    # connection tries them in turn, starting with the one that answered last.
     broker_url: str = AMQP_DEFAULT
+    # "classic", or "quorum" for a RabbitMQ cluster: the durable queues become replicated
+    # quorum queues (docs/architecture.md, "Running on a RabbitMQ cluster").
+    queue_type: str = "classic"
+    # AMQP heartbeats of the long-lived consuming connections (agents, dispatcher): a broker
+    # or a peer silent for about twice this long is taken as gone, so a partitioned agent
+    # reconnects and the broker drops its side. 0 turns them off.
+    amqp_heartbeat_s: float = 30.0
     database_url: str = ""
     namespace: str = "corral"
     data_dir: str = "var"
@@ -68,6 +78,8 @@ class Config:
     broker_key_file: str = ""
     # How old GET /workers and task totals may be (seconds, per gateway process); 0: always fresh.
     api_cache_s: float = 1.0
+    # GET /metrics without a token (for a Prometheus that cannot send one); otherwise scope read.
+    metrics_public: bool = False
 
     @property
     def embedded_broker(self) -> bool:
@@ -80,6 +92,11 @@ class Config:
             return self.agent_credential.strip()
         with open(self.agent_credential_file, encoding="utf-8") as handle:
             return handle.readline().strip()
+
+    @property
+    def broker_urls(self) -> tuple[str, ...]:
+        """The broker addresses, in the order given."""
+        return tuple(url.strip() for url in self.broker_url.split(";") if url.strip())
 
     @property
     def resolved_database_url(self) -> str:
@@ -98,8 +115,7 @@ class Config:
             raise ConfigError(
                 f"CORRAL_NAMESPACE {self.namespace!r} must be 1-64 letters, digits, '.', '_' or '-'"
             )
-        if not self.broker_url.startswith(("amqp://", "amqps://", "pyamqp://", "memory://")):
-            raise ConfigError(f"CORRAL_BROKER_URL {self.broker_url!r} must be amqp://... or memory://")
+        self._validate_broker()
         url = self.resolved_database_url
         if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
             raise ConfigError(f"CORRAL_DATABASE_URL {url!r} must be sqlite:///... or postgresql://...")
@@ -112,6 +128,20 @@ class Config:
             )
         self._validate_security()
         return self
+
+    def _validate_broker(self) -> None:
+        urls = self.broker_urls
+        if not urls:
+            raise ConfigError("CORRAL_BROKER_URL is empty: give amqp://... or memory://")
+        for url in urls:
+            if not url.startswith(("amqp://", "amqps://", "pyamqp://", "memory://")):
+                raise ConfigError(f"CORRAL_BROKER_URL {url!r} must be amqp://... or memory://")
+        if len(urls) > 1 and any(url.startswith("memory://") for url in urls):
+            raise ConfigError("CORRAL_BROKER_URL: memory:// cannot be one of several broker addresses")
+        if self.amqp_heartbeat_s < 0:
+            raise ConfigError("CORRAL_AMQP_HEARTBEAT must be 0 (off) or a positive number of seconds")
+        if self.queue_type not in QUEUE_TYPES:
+            raise ConfigError(f"CORRAL_QUEUE_TYPE {self.queue_type!r} must be " + " or ".join(QUEUE_TYPES))
 
     def _validate_security(self) -> None:
         if self.admin_token and (len(self.admin_token) < 16 or not self.admin_token.isprintable()
@@ -140,6 +170,8 @@ _ENV = {
     "CORRAL_BROKER_URL": ("broker_url", str),
     "CORRAL_DATABASE_URL": ("database_url", str),
     "CORRAL_NAMESPACE": ("namespace", str),
+    "CORRAL_QUEUE_TYPE": ("queue_type", str),
+    "CORRAL_AMQP_HEARTBEAT": ("amqp_heartbeat_s", float),
     "CORRAL_DATA_DIR": ("data_dir", str),
     "CORRAL_HEARTBEAT_INTERVAL": ("heartbeat_interval_s", float),
     "CORRAL_AGENT_TIMEOUT": ("agent_timeout_s", float),
@@ -158,6 +190,7 @@ _ENV = {
     "CORRAL_BROKER_CA_FILE": ("broker_ca_file", str),
     "CORRAL_BROKER_CERT_FILE": ("broker_cert_file", str),
     "CORRAL_BROKER_KEY_FILE": ("broker_key_file", str),
+    "CORRAL_METRICS_PUBLIC": ("metrics_public", bool),
     "CORRAL_STORAGE_ROOTS": ("storage_roots", tuple),
     "CORRAL_ADMIN_TOKEN": ("admin_token", str),
     "CORRAL_MAX_BODY_BYTES": ("max_body_bytes", int),

@@ -59,7 +59,7 @@ def _m1_initial(db: Database) -> None:
     db.create_tables(models.ALL_MODELS)
 
 
-def _m2_agent_security(db: Database) -> None:
+def _m_agent_security(db: Database) -> None:
     """Enrollments, the farm's command key, and the replay guard on hellos (issue 14)."""
     db.create_tables([models.Enrollment, models.FarmSecret], safe=True)
     if "hello_sent_at" not in {column.name for column in db.get_columns("workers")}:
@@ -72,7 +72,12 @@ def _m2_agent_security(db: Database) -> None:
 # model's table as the models stand; later migrations must therefore be
 # idempotent (add a column only if it is missing, create tables with safe=True)
 # so that they are right both on databases made by an older release and on new ones.
-MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m2_agent_security]
+def _m_farm_counts(db: Database) -> None:
+    """The durable counters behind corral_chunks_finished_total and the chunk histograms."""
+    db.create_tables([models.FarmCount], safe=True)
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m_farm_counts, _m_agent_security]
 
 
 def migrate(db: Database) -> int:

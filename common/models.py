@@ -233,4 +233,23 @@ class SchemaVersion(BaseModel):
         table_name = "schema_version"
 
 
-ALL_MODELS = (Worker, Task, Chunk, Attempt, Blocklist, Token, Enrollment, FarmSecret)
+class FarmCount(BaseModel):
+    """A durable farm counter or histogram bucket (common/farmstats.py), summed by the dispatcher.
+
+    Written in the same transaction as the state change it counts, so it is exact
+    under redelivery and failover; the gateway reads the few rows at scrape time.
+    """
+
+    id = AutoField()
+    metric = CharField(max_length=32)
+    first = CharField(max_length=64, default="")  # the first label's value (command or pool)
+    second = CharField(max_length=64, default="")  # the second label's value (outcome or phase)
+    le = DoubleField(default=0.0)  # a histogram bucket's upper bound; 0 for counters and sums
+    value = DoubleField(default=0.0)
+
+    class Meta:
+        table_name = "farm_counts"
+        indexes = ((("metric", "first", "second", "le"), True),)
+
+
+ALL_MODELS = (Worker, Task, Chunk, Attempt, Blocklist, Token, FarmCount, Enrollment, FarmSecret)

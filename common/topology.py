@@ -86,11 +86,24 @@ def broker_priority(task_priority: int) -> int:
     return max(0, min(MAX_PRIORITY, task_priority // 11))
 
 
-class Topology:
-    """The kombu entities of one namespace."""
+def durable_queue_arguments(queue_type: str) -> dict[str, str]:
+    """Arguments every durable queue is declared with: the queue type, when not the broker's default."""
+    return {"x-queue-type": queue_type} if queue_type != "classic" else {}
 
-    def __init__(self, namespace: str) -> None:
+
+class Topology:
+    """The kombu entities of one namespace.
+
+    ``queue_type`` "quorum" makes the durable queues (dispatcher, heartbeats, dead
+    letters, chunks) replicated quorum queues for a RabbitMQ cluster. Quorum queues
+    in RabbitMQ 3.10 have no message priorities, so chunk queues then go without
+    ``x-max-priority``: bounded release keeps priorities right (docs/architecture.md).
+    """
+
+    def __init__(self, namespace: str, queue_type: str = "classic") -> None:
         ns = self.namespace = namespace
+        self.queue_type = queue_type
+        self._durable_args = durable_queue_arguments(queue_type)
         self.events = Exchange(events_exchange_name(ns), type="topic", durable=True)
         self.chunks = Exchange(chunks_exchange_name(ns), type="direct", durable=True)
         self.control = Exchange(control_exchange_name(ns), type="topic", durable=True)
@@ -102,6 +115,7 @@ class Topology:
             exchange=self.events,
             bindings=[_binding(self.events, key) for key in DISPATCHER_BINDINGS],
             durable=True,
+            queue_arguments=dict(self._durable_args),
         )
 
     def heartbeat_queue(self) -> Queue:
@@ -111,11 +125,12 @@ class Topology:
             exchange=self.events,
             routing_key="agent.heartbeat",
             durable=True,
-            queue_arguments={"x-max-length": HEARTBEAT_QUEUE_MAX},
+            queue_arguments={"x-max-length": HEARTBEAT_QUEUE_MAX, **self._durable_args},
         )
 
     def dead_queue(self) -> Queue:
-        return Queue(dead_queue_name(self.namespace), exchange=self.dead, routing_key="#", durable=True)
+        return Queue(dead_queue_name(self.namespace), exchange=self.dead, routing_key="#", durable=True,
+                     queue_arguments=dict(self._durable_args))
 
     def chunk_queue(self, pool: str, command: str) -> Queue:
         return Queue(
@@ -123,10 +138,15 @@ class Topology:
             exchange=self.chunks,
             routing_key=chunk_routing_key(pool, command),
             durable=True,
-            max_priority=MAX_PRIORITY,
+            max_priority=MAX_PRIORITY if self.queue_type == "classic" else None,
+            queue_arguments=dict(self._durable_args),
         )
 
     def agent_queue(self, agent: str) -> Queue:
+        # Control messages only matter to a live agent. Always a classic queue, made by the
+        # dispatcher when the agent says hello (agents declare nothing): it outlives short
+        # reconnects and expires when unused; on another node after a failover, the agent's
+        # hello there makes it again.
         return Queue(
             agent_queue_name(self.namespace, agent),
             exchange=self.control,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from common.config import Config, default_agent_name, load_config
 from common.errors import ConfigError
@@ -42,6 +43,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from common.db import open_and_migrate
 
     open_and_migrate(config.resolved_database_url)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(fresh_metrics_dir(config, args.port))
     argv = [sys.executable, "-m", "gunicorn", "api_gateway.wsgi:application",
             "--bind", f"{args.host}:{args.port}", "--workers", str(args.workers),
             "--worker-class", "gthread", "--threads", str(args.threads),
@@ -58,13 +60,40 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover - exec does not return
 
 
+def fresh_metrics_dir(config: Config, port: int) -> Path:
+    """An empty directory for the gunicorn processes' request metrics (prometheus_client multiprocess).
+
+    ``$PROMETHEUS_MULTIPROC_DIR`` if set, else ``<data_dir>/run/gateway-<port>.metrics``; the files
+    of an earlier run are deleted, or its counts would be added to this one's.
+    """
+    path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or
+                Path(config.data_dir) / "run" / f"gateway-{port}.metrics").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    return path
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Create or upgrade the database schema, then exit (a one-shot job before the services start)."""
+    from common.db import migrate, open_database
+
+    config = _config()
+    setup_logging("migrate")
+    db = open_database(config.resolved_database_url)
+    with db.connection_context():
+        version = migrate(db)
+    print(f"database schema at version {version}")
+    return 0
+
+
 def cmd_dispatcher(args: argparse.Namespace) -> int:
     config = _config(insecure_agents=True if args.insecure_agents else None)
     _require_real_broker(config, "dispatcher")
     setup_logging("dispatcher")
     from dispatcher.service import run_dispatcher
 
-    return run_dispatcher(config)
+    return run_dispatcher(config, args.metrics_port, args.metrics_host)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -178,10 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--keyfile", help="the certificate's private key (PEM)")
     gw.set_defaults(func=cmd_gateway)
 
+    mg = sub.add_parser("migrate", help="create or upgrade the database schema, then exit")
+    mg.set_defaults(func=cmd_migrate)
+
     dp = sub.add_parser("dispatcher", help="the task/chunk state machine")
     dp.add_argument("--insecure-agents", action="store_true",
                     help="accept agents that prove nothing (trusted networks only; "
                          "also CORRAL_INSECURE_AGENTS)")
+    dp.add_argument("--metrics-port", type=int, default=None,
+                    help="serve this process's Prometheus metrics on this port (default: off)")
+    dp.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port "
+                    "(0.0.0.0 in a container)")
     dp.set_defaults(func=cmd_dispatcher)
 
     from corral.client import DEFAULT_API

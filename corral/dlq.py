@@ -27,8 +27,7 @@ MAX_SCAN = 100_000
 @contextmanager
 def _dead_letters(bus: Bus) -> Iterator[tuple[Any, list[Any]]]:
     """Every dead letter, unacknowledged; they return to the queue when the channel closes."""
-    with bus.connection() as conn:
-        conn.ensure_connection(max_retries=2)
+    with bus.connect() as conn:
         channel = conn.channel()
         bus.declare_core(channel)
         queue = Queue(bus.topology.dead_queue().name, no_declare=True)(channel)

@@ -25,7 +25,7 @@ from common.models import (
     Task,
     Worker,
 )
-from dispatcher import tasks
+from dispatcher import stats, tasks
 from dispatcher.context import Context
 from dispatcher.leases import free_worker, requeue
 from dispatcher.workers import worker_named
@@ -64,6 +64,7 @@ def on_started(ctx: Context, msg: messages.ChunkStarted) -> None:
 
 def mark_running(ctx: Context, chunk: Chunk, worker: Worker) -> None:
     now = ctx.clock()
+    stats.chunk_started(chunk, chunk.task, now)
     Chunk.update(status=RUNNING, worker=worker.id, started_at=now).where(Chunk.id == chunk.id).execute()
     chunk.status, chunk.worker = RUNNING, worker
     Attempt.insert(chunk=chunk.id, number=chunk.attempts, lease_id=chunk.lease_id, worker=worker.id,
@@ -122,6 +123,7 @@ def on_finished(ctx: Context, msg: messages.ChunkFinished) -> None:
     if chunk.status == RELEASED and msg.outcome in (COMPLETED, FAILED):
         mark_running(ctx, chunk, worker)
     free_worker(ctx, worker, msg.lease_id)
+    stats.chunk_finished(chunk, msg.outcome, ctx.clock())
     if msg.outcome == COMPLETED:
         complete(ctx, chunk, msg)
     elif msg.outcome == FAILED:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from common.models import PENDING, RUNNING, Attempt, Chunk, Task, Worker
+from dispatcher import stats
 from dispatcher.context import Context
 
 log = logging.getLogger("dispatcher.leases")
@@ -31,6 +32,7 @@ def requeue_lost(ctx: Context, worker: Worker, reason: str) -> int:
     for chunk in lost:
         Attempt.update(outcome="lost", finished_at=ctx.clock(), reason=reason).where(
             Attempt.lease_id == chunk.lease_id).execute()
+        stats.chunk_finished(chunk, "lost", ctx.clock())
         log.warning("chunk %s (task %s #%s): running on %s -> pending (%s)",
                     chunk.id, chunk.task.id, chunk.index, worker.name, reason)
         requeue(ctx, chunk)

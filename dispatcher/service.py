@@ -22,7 +22,7 @@ from common.config import Config
 from common.db import open_and_migrate
 from common.errors import BrokerUnavailable
 from common.models import database_proxy
-from dispatcher import chunks, identity, release, tasks, workers
+from dispatcher import chunks, identity, metrics, release, tasks, workers
 from dispatcher.context import Context
 from dispatcher.identity import Verifier
 
@@ -91,7 +91,7 @@ class Dispatcher:
     def run(self) -> None:
         open_and_migrate(self.config.resolved_database_url)
         self.verifier.command_key = signing.command_key(self.config.command_key)
-        self.publisher = self.bus.publisher()
+        self.publisher = metrics.instrument(self.bus.publisher())
         while not self._stopping.is_set():
             try:
                 self._consume()
@@ -110,8 +110,7 @@ class Dispatcher:
 
     def _consume(self) -> None:
         topo = self.bus.topology
-        with self.bus.connection(heartbeat=20) as conn:
-            conn.ensure_connection(max_retries=1)
+        with self.bus.connect(heartbeat=self.config.amqp_heartbeat_s) as conn:
             channel = conn.channel()
             self.bus.declare_core(channel)
             channel.basic_qos(0, PREFETCH, False)
@@ -119,8 +118,9 @@ class Dispatcher:
             # Unacknowledged heartbeats of a lost connection come back by redelivery.
             self._beats.clear()
             with Consumer(channel, queues=queues, on_message=self._on_message):
-                log.info("dispatcher consuming from %s (namespace %s)",
-                         ", ".join(q.name for q in queues), topo.namespace)
+                log.info("dispatcher consuming from %s (namespace %s) on %s",
+                         ", ".join(q.name for q in queues), topo.namespace,
+                         conn.as_uri(include_password=False))
                 self.ctx.grace_until = self.ctx.clock() + self.config.agent_timeout_s
                 self.ready.set()
                 self._delay_s = FIRST_RECONNECT_DELAY_S
@@ -165,7 +165,9 @@ class Dispatcher:
                                        "dispatcher")
             message.ack()
             return
-        if self._apply(handler, msg, message):
+        with metrics.timed(msg.kind):
+            applied = self._apply(handler, msg, message)
+        if applied:
             message.ack()
             for agent, key in self.ctx.issued_keys.items():
                 self.verifier.remember(agent, key)
@@ -206,6 +208,7 @@ class Dispatcher:
         if not beats:
             return
         if self._apply(_apply_heartbeats, [b for b, _ in beats], None):
+            metrics.heartbeats_applied(len(beats))
             for _, delivery in beats:
                 delivery.ack()
             self._flush_outbox()
@@ -236,7 +239,7 @@ class Dispatcher:
             database_proxy.connect(reuse_if_open=True)
             if due:
                 with database_proxy.atomic():
-                    workers.check_lost(self.ctx)
+                    metrics.agents_lost(workers.check_lost(self.ctx))
                     self.verifier.cut_off_revoked(self.ctx)
                 if now >= self._next_sweep:
                     # The safety net: release even if no event asked for it.
@@ -250,7 +253,7 @@ class Dispatcher:
             self._flush_outbox()
             if self.ctx.release_wanted:
                 self.ctx.release_wanted = False
-                release.release(self.ctx, self.publisher)
+                metrics.released(release.release(self.ctx, self.publisher))
         except DB_ERRORS as exc:
             log.warning("database error in periodic work (%s); retrying", exc)
             database_proxy.close()
@@ -266,7 +269,7 @@ def _kind(msg: messages.Message | list[messages.Message]) -> str:
     return f"{len(msg)} heartbeats" if isinstance(msg, list) else msg.kind
 
 
-def run_dispatcher(config: Config) -> int:
+def run_dispatcher(config: Config, metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> int:
     """Foreground dispatcher for the CLI: SIGTERM or SIGINT stops it cleanly."""
     import signal
 
@@ -278,6 +281,12 @@ def run_dispatcher(config: Config) -> int:
         print(f"corral dispatcher: {refusal}", flush=True)
         return 2
     dispatcher = Dispatcher(config)
+    if metrics_port is not None:
+        try:
+            metrics.serve(dispatcher, metrics_port, metrics_host)
+        except OSError as exc:
+            raise SystemExit(f"corral dispatcher: cannot serve metrics on {metrics_host}:{metrics_port}: "
+                             f"{exc.strerror or exc}") from None
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signum)

@@ -118,13 +118,12 @@ def _broken(conn) -> bool:
         return True
 
 
-@pytest.fixture
-def farm_env(broker_url, namespace, sqlite_url, tmp_path):
-    """Environment for Corral processes of one test on the real broker."""
+def farm_environment(broker_url: str, namespace: str, database_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for Corral processes of one test: short heartbeats and timeouts, its own namespace."""
     env = dict(os.environ)
     env.update({
         "CORRAL_BROKER_URL": broker_url,
-        "CORRAL_DATABASE_URL": sqlite_url,
+        "CORRAL_DATABASE_URL": database_url,
         "CORRAL_NAMESPACE": namespace,
         "CORRAL_DATA_DIR": str(tmp_path / "var"),
         "CORRAL_HEARTBEAT_INTERVAL": "0.5",
@@ -136,7 +135,13 @@ def farm_env(broker_url, namespace, sqlite_url, tmp_path):
         "CORRAL_API_CACHE": "0",
         "PYTHONUNBUFFERED": "1",
     })
-    yield env
+    return env
+
+
+@pytest.fixture
+def farm_env(broker_url, namespace, sqlite_url, tmp_path):
+    """Environment for Corral processes of one test on the real broker."""
+    yield farm_environment(broker_url, namespace, sqlite_url, tmp_path)
     delete_namespace_queues(broker_url, namespace)
 
 

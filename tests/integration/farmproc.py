@@ -37,9 +37,10 @@ class Farm:
         self.api = f"http://127.0.0.1:{self.port}"
         self.verify: bool | str = True  # requests' verify: a CA file for a gateway with TLS
 
-    def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None,
+               prefix: tuple[str, ...] = ()) -> subprocess.Popen:
         log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([*CORRAL, *args], env={**self.env, **(env or {})}, stdout=log,
+        proc = subprocess.Popen([*prefix, *CORRAL, *args], env={**self.env, **(env or {})}, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         return proc
@@ -58,8 +59,9 @@ class Farm:
         return self._spawn("dispatcher", "dispatcher", *args)
 
     def agent(self, name: str, *pools: str, credential: Path | None = None,
-              env: dict[str, str] | None = None) -> subprocess.Popen:
-        """An agent process; with ``credential`` (from ``enroll``) it proves its enrollment."""
+              env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+        """An agent process; with ``credential`` (from ``enroll``) it proves its enrollment;
+        ``prefix`` wraps its command (``ip netns exec NS`` for another host)."""
         args = ["agent", "--name", name]
         for pool in pools:
             args += ["--pool", pool]
@@ -67,7 +69,7 @@ class Farm:
         extra = dict(env or {})
         if credential is not None:
             extra["CORRAL_AGENT_CREDENTIAL_FILE"] = str(credential)
-        return self._spawn(f"agent-{name}", *args, env=extra)
+        return self._spawn(f"agent-{name}", *args, env=extra, prefix=prefix)
 
     def enroll(self, name: str, *pools: str) -> Path:
         """``corral agent enroll`` through the gateway; returns the file holding the credential."""
