@@ -273,13 +273,6 @@ def run_dispatcher(config: Config, metrics_port: int | None = None, metrics_host
     """Foreground dispatcher for the CLI: SIGTERM or SIGINT stops it cleanly."""
     import signal
 
-    open_and_migrate(config.resolved_database_url)
-    with database_proxy.connection_context():
-        refusal = identity.startup_refusal(config)
-    if refusal:
-        log.error("%s", refusal)
-        print(f"corral dispatcher: {refusal}", flush=True)
-        return 2
     dispatcher = Dispatcher(config)
     if metrics_port is not None:
         try:
@@ -287,6 +280,13 @@ def run_dispatcher(config: Config, metrics_port: int | None = None, metrics_host
         except OSError as exc:
             raise SystemExit(f"corral dispatcher: cannot serve metrics on {metrics_host}:{metrics_port}: "
                              f"{exc.strerror or exc}") from None
+    open_and_migrate(config.resolved_database_url)
+    with database_proxy.connection_context():
+        refusal = identity.startup_refusal(config)
+    if refusal:
+        log.error("%s", refusal)
+        print(f"corral dispatcher: {refusal}", flush=True)
+        return 2
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signum)
