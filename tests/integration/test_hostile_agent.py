@@ -252,7 +252,9 @@ def test_revoking_a_running_agent_requeues_its_chunk_within_one_heartbeat_interv
             row = Chunk.get_by_id(chunk.id)
             return row.lease_id != chunk.lease_id
     wait_for(moved, timeout=HEARTBEAT_S, interval=0.05, what="the victim's chunk to be requeued")
-    assert time.monotonic() - revoked_at <= HEARTBEAT_S
+    elapsed = time.monotonic() - revoked_at
+    print(f"the revoked agent's chunk was requeued {elapsed:.2f}s after `corral agent revoke` returned")
+    assert elapsed <= HEARTBEAT_S
     assert victim.wait(30) == 77  # told to go; it exits with EX_NOPERM
     with hostile.db():
         worker = Worker.get(Worker.name == "victim")
