@@ -25,15 +25,16 @@ from typing import Any
 from kombu import Connection, Consumer
 from kombu.exceptions import ChannelError
 
-from agent import machine
-from agent.errors import AgentStartError, ChunkRefused, PreflightFailed
+from agent import executors, machine
+from agent.errors import AgentStartError, ChunkRefused, PreflightFailed, UnsupportedParams
 from agent.halts import HaltSet
 from agent.heartbeat import Heartbeat
-from agent.parsers import Progress
+from agent.parsers import Parser, Progress
+from agent.parsers.base import RefusedParser
 from agent.registry import Registry, default_registry
 from agent.runner import ChunkRun, Result
 from common import storage
-from common.bus import CONNECTION_ERRORS, CONTENT_TYPE, Bus, body_bytes, decode_or_dead_letter, is_not_found
+from common.bus import CONNECTION_ERRORS, CONTENT_TYPE, Bus, decode_or_dead_letter, is_not_found
 from common.config import Config
 from common.errors import BrokerUnavailable, ConfigError, ValidationError
 from common.frames import expand
@@ -331,7 +332,8 @@ class Agent:
             agent=self.name, hostname=socket.gethostname(), system=machine.system_name(),
             pools=self.pools, commands=self.registry.commands, ip_address=ip_address,
             mac_address=mac_address, versions=dict(self.registry.versions), pid=os.getpid(),
-            boot_id=self.boot_id, sent_at=time.time()))
+            boot_id=self.boot_id, sent_at=time.time(), update_frequent=machine.frequent_readings(),
+            update_less_frequent=machine.less_frequent_readings(self.config.data_dir)))
 
     def _held_lease(self) -> str | None:
         held = self.held
@@ -380,8 +382,7 @@ class Agent:
         if not isinstance(msg, ChunkAssign):
             reason = f"{msg.kind} is not a chunk.assign"
             log.warning("dead-lettering a message from %s: %s", queue, reason)
-            routing_key = message.delivery_info.get("routing_key", "")
-            self.publisher.dead_letter(body_bytes(message), reason, routing_key, queue)
+            self.publisher.dead_letter_delivery(message, reason, queue)
             message.ack()
             return
         if self.held is not None or not self._consuming:
@@ -409,7 +410,7 @@ class Agent:
             return "agent stopping"
         if self.name in assign.exclude_agents:
             return f"agent {self.name} is excluded"
-        if assign.command not in self.registry.executors:
+        if self.registry.spec(assign.command) is None:
             return f"command {assign.command} is not supported by agent {self.name}"
         if assign.parser not in self.registry.parsers:
             return f"parser {assign.parser} is not supported by agent {self.name}"
@@ -424,18 +425,29 @@ class Agent:
     def _launch(self, assign: ChunkAssign) -> None:
         chunk_log = ChunkLog(log, {"ids": f"task {assign.task_id} chunk {assign.chunk_id} "
                                           f"attempt {assign.attempt} agent {self.name}"})
-        parser = self.registry.parsers[assign.parser](expand(assign.frames))
+        parser = self._parser(assign, chunk_log)
+        stall = assign.params.get("stall_timeout_s", assign.stall_timeout_s)  # the step's, else the task's
         held = Held(assign, ChunkRun(parser, self.config, functools.partial(self._progress, assign),
-                                     chunk_log, stall_timeout_s=assign.stall_timeout_s))
+                                     chunk_log, stall_timeout_s=stall))
         self.held = held
         chunk_log.info("chunk released -> running (%s, frames %s)", assign.command, assign.frames)
         if assign.command in INLINE_COMMANDS:
-            # Nothing to wait for: run it here, so the next chunk is taken at once.
+            # Nothing to wait for: run it here, so the next chunk is taken at once. It is over
+            # when _execute returns: a delivery that arrives next is taken, not declined as "busy".
             self._execute(held, chunk_log)
+            self.held = None
             return
         held.thread = threading.Thread(target=self._execute, args=(held, chunk_log),
                                        name=f"chunk-{assign.chunk_id}", daemon=True)
         held.thread.start()
+
+    def _parser(self, assign: ChunkAssign, chunk_log: ChunkLog) -> Parser:
+        spec = assign.params.get("parser_spec", {})
+        try:
+            return self.registry.parsers[assign.parser](expand(assign.frames), spec)
+        except ChunkRefused as exc:  # a bad pattern: _execute fails the chunk with the reason
+            chunk_log.warning("parser refused: %s", exc)
+            return RefusedParser(expand(assign.frames), str(exc))
 
     def _check_paths(self, assign: ChunkAssign) -> None:
         """Every path a chunk names must resolve inside this farm's storage roots, here too."""
@@ -447,8 +459,12 @@ class Agent:
     def _execute(self, held: Held, chunk_log: ChunkLog) -> None:
         assign = held.assign
         try:
+            if isinstance(held.run.parser, RefusedParser):
+                raise UnsupportedParams(held.run.parser.reason)
             self._check_paths(assign)
-            command = self.registry.executors[assign.command](assign, self.config)
+            spec = self.registry.spec(assign.command)
+            assert spec is not None  # checked before the chunk was taken
+            command = executors.prepare(assign, spec)
             result = held.run.run(command)
         except ChunkRefused as exc:
             # Nothing ran, so the reason is the whole log of this attempt.

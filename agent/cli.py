@@ -36,9 +36,9 @@ def run_agent(config: Config, name: str, pools: list[str], registry: Registry | 
     """
     try:
         agent = Agent(config, name, pools, registry)
-    except ConfigError as exc:
-        print(f"corral agent: {exc}", file=sys.stderr)
-        return 2
+    except ConfigError as exc:  # a bad CORRAL_AGENT_COMMANDS file, no credential: a sentence
+        log.error("%s", exc)
+        return 78  # EX_CONFIG
     received = 0
     pidfile = pid_path(config, name)
     pidfile.parent.mkdir(parents=True, exist_ok=True)

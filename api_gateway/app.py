@@ -21,6 +21,7 @@ from api_gateway.agents import AgentCollection, AgentItem
 from api_gateway.auth import Authentication
 from api_gateway.events import EventPublisher, EventSender
 from api_gateway.health import Health
+from api_gateway.jobtypes import JobTypeCollection, JobTypeItem
 from api_gateway.metrics import MetricsEndpoint, RequestMetrics
 from api_gateway.middleware import BodyLimit, DatabaseConnection
 from api_gateway.openapi import DocsPage, OpenAPIDocument, load_document, route_scopes
@@ -60,13 +61,15 @@ def create_app(config: Config, publisher: EventPublisher,
     app.add_route(f"/tasks/{{task_id:{ID}}}/chunks", TaskChunks())
     app.add_route(f"/tasks/{{task_id:{ID}}}/blocklist", TaskBlocklist(events))
     app.add_route(f"/tasks/{{task_id:{ID}}}/preview", TaskPreview(config))
+    app.add_route("/jobtypes", JobTypeCollection(config))
+    app.add_route("/jobtypes/{name}", JobTypeItem(config))
     app.add_route("/workers", WorkerCollection(clock, config.api_cache_s))
     app.add_route(f"/workers/{{worker_id:{ID}}}", WorkerItem(events))
     app.add_route("/tokens", TokenCollection(clock))
     app.add_route(f"/tokens/{{token_id:{ID}}}", TokenItem(clock))
     app.add_route("/agents", AgentCollection(clock))
     app.add_route("/agents/{name}", AgentItem(clock))
-    app.add_route("/health", Health(events))
+    app.add_route("/health", Health(events, config.namespace, clock))
     app.add_route("/metrics", MetricsEndpoint())
     app.add_route("/openapi.json", OpenAPIDocument())
     app.add_route("/docs", DocsPage())

@@ -52,8 +52,8 @@ def parse_submission(body: Body, config: Config) -> NewTask:
     body.reject_unknown(TASK_FIELDS)
     if body.get("type") is None:
         raise ValidationError("type", "is required")
-    ttype = jobtypes.task_type(body.get("type"))
-    validated = ttype.validate(_settings(body.get("settings")))
+    ttype = jobtypes.task_type(body.get("type"), config.job_types_dir)
+    validated = jobtypes.validate(ttype, _settings(body.get("settings")))
     jobtypes.check_paths(ttype, validated.settings, config.resolved_storage_roots)
     return NewTask(
         type=ttype.name,
@@ -175,7 +175,7 @@ class TaskQuery:
     offset: int
 
 
-def parse_task_query(req: falcon.Request) -> TaskQuery:
+def parse_task_query(req: falcon.Request, job_types_dir: str = "") -> TaskQuery:
     statuses: tuple[str, ...] = ()
     raw_status = req.get_param("status")
     if raw_status:
@@ -185,7 +185,7 @@ def parse_task_query(req: falcon.Request) -> TaskQuery:
                 raise ValidationError("status", f"must be among {', '.join(TASK_STATUSES)}")
     ttype = req.get_param("type") or None
     if ttype is not None:
-        ttype = jobtypes.task_type(ttype).name
+        ttype = jobtypes.task_type(ttype, job_types_dir).name
     limit = query_int(req, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
     offset = query_int(req, "offset", 0, 0, MAX_OFFSET)
     return TaskQuery(statuses, ttype, limit, offset)

@@ -93,6 +93,21 @@ def chunk_counts(task_id: int) -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
+def step_counts(task_id: int) -> list[dict[str, Any]]:
+    """Per job-type step, in the order its chunks start: its command and its chunks by status."""
+    rows = (Chunk.select(Chunk.step, Chunk.command, Chunk.status, fn.COUNT(Chunk.id), fn.MIN(Chunk.index))
+            .where(Chunk.task == task_id).group_by(Chunk.step, Chunk.command, Chunk.status).tuples())
+    steps: dict[tuple[str, str], dict[str, Any]] = {}
+    first: dict[tuple[str, str], int] = {}
+    for step, command, status, count, lowest in rows:
+        entry = steps.setdefault((step, command), {"name": step, "command": command, "chunks_total": 0,
+                                                   "chunks_by_status": {}})
+        entry["chunks_total"] += count
+        entry["chunks_by_status"][status] = count
+        first[(step, command)] = min(first.get((step, command), lowest), lowest)
+    return [steps[key] for key in sorted(steps, key=first.__getitem__)]
+
+
 def chunks_of(task_id: int) -> list[dict[str, Any]]:
     """Every chunk of the task in index order, each with its attempts (three queries)."""
     history: dict[int, list[dict[str, Any]]] = defaultdict(list)

@@ -40,6 +40,7 @@ def chunk_body(chunk: Chunk, worker_name: str | None,
     return {
         "id": chunk.id,
         "index": chunk.index,
+        "step": chunk.step,
         "command": chunk.command,
         "frames": frames,
         "frame_start": frames[0][0] if frames else None,

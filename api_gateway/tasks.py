@@ -38,7 +38,7 @@ class TaskCollection:
         self.clock = clock
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        query = parse_task_query(req)
+        query = parse_task_query(req, self.config.job_types_dir)
         resp.media = {
             "tasks": [task_body(task) for task in queries.list_tasks(query)],
             "total": queries.count_tasks(query, self.config.api_cache_s),
@@ -75,7 +75,7 @@ class TaskItem:
         task = queries.get_task(task_id)
         counts = queries.chunk_counts(task_id)
         resp.media = {**task_body(task), "chunks_total": sum(counts.values()), "chunks_by_status": counts,
-                      "blocklist": queries.blocklist_of(task_id)}
+                      "steps": queries.step_counts(task_id), "blocklist": queries.blocklist_of(task_id)}
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response, task_id: int) -> None:
         task = queries.get_task(task_id)

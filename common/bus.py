@@ -24,6 +24,9 @@ from common.topology import AGENT_FAMILIES, Topology, broker_priority, family
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/json"
+# Headers a dead letter gets (docs/protocol.md); a replay drops them again.
+DEAD_HEADERS = ("x-corral-dead-id", "x-corral-reason", "x-corral-routing-key", "x-corral-queue",
+                "x-corral-dead-at")
 # A confirm not back by then means a dead or partitioned connection (publisher connections
 # carry no AMQP heartbeats): the publish is retried on a new connection.
 CONFIRM_TIMEOUT_S = 5.0
@@ -200,6 +203,7 @@ class Publisher:
         persistent: bool = True,
         declare: Any = None,
         headers: dict[str, Any] | None = None,
+        expiration_s: float | None = None,
     ) -> None:
         body = messages.encode(message)
         signer, command_key = self.bus.signer, self.bus.command_key
@@ -208,7 +212,7 @@ class Publisher:
                 headers = {**(headers or {}), **signer.headers(message.kind, body)}
         elif command_key is not None:
             headers = {**(headers or {}), COMMAND_SIG_HEADER: sign(command_key, body)}
-        self.publish_raw(body, exchange, routing_key, priority, persistent, declare, headers)
+        self.publish_raw(body, exchange, routing_key, priority, persistent, declare, headers, expiration_s)
 
     def publish_raw(
         self,
@@ -219,8 +223,10 @@ class Publisher:
         persistent: bool = True,
         declare: Any = None,
         headers: dict[str, Any] | None = None,
+        expiration_s: float | None = None,
     ) -> None:
         deadline = time.monotonic() + self.give_up_s
+        extra = {} if expiration_s is None else {"expiration": expiration_s}
         delay = 0.1
         with self._lock:
             while True:
@@ -238,6 +244,7 @@ class Publisher:
                         content_type=CONTENT_TYPE,
                         content_encoding="utf-8",
                         headers=headers or {},
+                        **extra,
                         confirm_timeout=None if self.bus.config.embedded_broker else CONFIRM_TIMEOUT_S,
                     )
                     return
@@ -257,6 +264,8 @@ class Publisher:
         self.publish(message, self.topology.events, message.kind, persistent=persistent)
 
     def chunk(self, message: messages.ChunkAssign, pool: str, task_priority: int) -> None:
+        """A chunk message expires unread after ``release_timeout_s`` (the dispatcher then releases
+        the chunk again), so a lease that has been given up on can never reach an agent late."""
         queue = self.topology.chunk_queue(pool, message.command)
         self.publish(
             message,
@@ -264,7 +273,13 @@ class Publisher:
             queue.routing_key,
             priority=broker_priority(task_priority),
             declare=queue,
+            expiration_s=self.bus.config.release_timeout_s,
         )
+
+    def forget_declared(self) -> None:
+        """Declare chunk queues again before the next publish to them (one may have been deleted)."""
+        with self._lock:
+            self._declared_queues.clear()
 
     def control(self, message: messages.Message, agent: str | None = None) -> None:
         """To one agent, or to all agents when ``agent`` is None."""
@@ -287,11 +302,23 @@ class Publisher:
                         raise BrokerUnavailable(f"cannot declare {queue.name}: {exc}") from exc
                     time.sleep(0.2)
 
-    def dead_letter(self, body: bytes, reason: str, routing_key: str, queue: str) -> None:
-        headers = {"x-corral-dead-id": uuid.uuid4().hex[:12], "x-corral-reason": reason[:500],
+    def dead_letter(self, body: bytes, reason: str, routing_key: str, queue: str,
+                    original_headers: dict[str, Any] | None = None) -> None:
+        """Republish ``body`` unchanged to the dead exchange, keeping its original headers.
+
+        Keeping them (``x-corral-agent``, ``x-corral-sig``) is what lets
+        ``corral dlq replay`` resend a signed agent message that still checks out.
+        """
+        kept = {k: v for k, v in (original_headers or {}).items() if k not in DEAD_HEADERS}
+        headers = {**kept, "x-corral-dead-id": uuid.uuid4().hex[:12], "x-corral-reason": reason[:500],
                    "x-corral-routing-key": routing_key, "x-corral-queue": queue,
                    "x-corral-dead-at": time.time()}
         self.publish_raw(body, self.topology.dead, routing_key or "dead", headers=headers)
+
+    def dead_letter_delivery(self, message: Any, reason: str, queue: str) -> None:
+        """Dead-letter a received kombu message consumed from ``queue``: body, routing key, headers."""
+        self.dead_letter(body_bytes(message), reason, message.delivery_info.get("routing_key", ""),
+                         queue, message.headers)
 
     def close(self) -> None:
         with self._lock:
@@ -314,8 +341,7 @@ def decode_or_dead_letter(publisher: Publisher, message: Any, queue: str) -> mes
     try:
         return messages.decode(raw)
     except MessageError as exc:
-        routing_key = message.delivery_info.get("routing_key", "")
         log.warning("dead-lettering a message from %s: %s", queue, exc)
-        publisher.dead_letter(raw, str(exc), routing_key, queue)
+        publisher.dead_letter_delivery(message, str(exc), queue)
         message.ack()
         return None

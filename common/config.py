@@ -41,6 +41,13 @@ class Config:
     # beyond one per eligible idle agent, per chunk queue.
     release_ahead: int = 4
     tick_interval_s: float = 0.5
+    # Standby dispatchers (dispatcher/leader.py): the active one holds a lease this long,
+    # renewed every third of it; a standby takes over once it has expired.
+    leader_lease_s: float = 5.0
+    # A chunk released (published) but not started this long after is presumed lost by the
+    # broker (a purged or deleted queue) and released again with a new lease; its broker
+    # message expires at the same age (per-message TTL), so it cannot arrive late.
+    release_timeout_s: float = 300.0
     default_max_retries: int = 3
     default_priority: int = 50
     blender: str = "blender"
@@ -76,6 +83,11 @@ class Config:
     broker_ca_file: str = ""
     broker_cert_file: str = ""
     broker_key_file: str = ""
+    # A directory of job-type files (docs/jobtypes.md), read by the gateway and the dispatcher
+    # on top of the built-in types; empty: only the built-ins.
+    job_types_dir: str = ""
+    # The agent's command registry file (agent/registry.py); empty: the built-in commands found.
+    agent_commands: str = ""
     # How old GET /workers and task totals may be (seconds, per gateway process); 0: always fresh.
     api_cache_s: float = 1.0
     # GET /metrics without a token (for a Prometheus that cannot send one); otherwise scope read.
@@ -126,6 +138,10 @@ class Config:
                 "CORRAL_AGENT_TIMEOUT must be longer than CORRAL_HEARTBEAT_INTERVAL "
                 f"({self.agent_timeout_s} <= {self.heartbeat_interval_s})"
             )
+        if self.leader_lease_s < 1:
+            raise ConfigError("CORRAL_LEADER_LEASE must be at least 1 second")
+        if self.release_timeout_s < 1:
+            raise ConfigError("CORRAL_RELEASE_TIMEOUT must be at least 1 second")
         self._validate_security()
         return self
 
@@ -177,6 +193,8 @@ _ENV = {
     "CORRAL_AGENT_TIMEOUT": ("agent_timeout_s", float),
     "CORRAL_RELEASE_AHEAD": ("release_ahead", int),
     "CORRAL_TICK_INTERVAL": ("tick_interval_s", float),
+    "CORRAL_LEADER_LEASE": ("leader_lease_s", float),
+    "CORRAL_RELEASE_TIMEOUT": ("release_timeout_s", float),
     "CORRAL_BLENDER": ("blender", str),
     "CORRAL_FFMPEG": ("ffmpeg", str),
     "CORRAL_BLENDER_ALLOW_PYTHON": ("blender_allow_python", bool),
@@ -190,6 +208,8 @@ _ENV = {
     "CORRAL_BROKER_CA_FILE": ("broker_ca_file", str),
     "CORRAL_BROKER_CERT_FILE": ("broker_cert_file", str),
     "CORRAL_BROKER_KEY_FILE": ("broker_key_file", str),
+    "CORRAL_JOB_TYPES_DIR": ("job_types_dir", str),
+    "CORRAL_AGENT_COMMANDS": ("agent_commands", str),
     "CORRAL_METRICS_PUBLIC": ("metrics_public", bool),
     "CORRAL_STORAGE_ROOTS": ("storage_roots", tuple),
     "CORRAL_ADMIN_TOKEN": ("admin_token", str),

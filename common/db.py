@@ -13,6 +13,8 @@ from pathlib import Path
 
 from peewee import Database, InterfaceError, OperationalError, PostgresqlDatabase, SqliteDatabase
 from playhouse.db_url import parse as parse_url
+from playhouse.migrate import SchemaMigrator
+from playhouse.migrate import migrate as migrate_columns
 from playhouse.shortcuts import ReconnectMixin
 
 from common import models
@@ -59,11 +61,21 @@ def _m1_initial(db: Database) -> None:
     db.create_tables(models.ALL_MODELS)
 
 
+def _add_column_if_missing(db: Database, table: str, column: str, ddl: str) -> None:
+    if column not in {c.name for c in db.get_columns(table)}:
+        db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {ddl}')
+
+
+def _m_standby_dispatchers(db: Database) -> None:
+    """The dispatcher leader row (dispatcher/leader.py) and the worker's departed boot."""
+    db.create_tables([models.DispatcherLeader], safe=True)
+    _add_column_if_missing(db, "workers", "departed_boot_id", "VARCHAR(64) NOT NULL DEFAULT ''")
+
+
 def _m_agent_security(db: Database) -> None:
     """Enrollments, the farm's command key, and the replay guard on hellos (issue 14)."""
     db.create_tables([models.Enrollment, models.FarmSecret], safe=True)
-    if "hello_sent_at" not in {column.name for column in db.get_columns("workers")}:
-        db.execute_sql("ALTER TABLE workers ADD COLUMN hello_sent_at DOUBLE PRECISION")
+    _add_column_if_missing(db, "workers", "hello_sent_at", "DOUBLE PRECISION")
     if models.FarmSecret.get_or_none(models.FarmSecret.name == "command_key") is None:
         models.FarmSecret.create(name="command_key", value=secrets.token_hex(32))
 
@@ -77,7 +89,15 @@ def _m_farm_counts(db: Database) -> None:
     db.create_tables([models.FarmCount], safe=True)
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m_farm_counts, _m_agent_security]
+def _m_chunk_step(db: Database) -> None:
+    """chunks.step: the job-type step a chunk belongs to (render, video, ...)."""
+    if "step" not in {c.name for c in db.get_columns("chunks")}:
+        migrator = SchemaMigrator.from_database(db)
+        migrate_columns(migrator.add_column("chunks", "step", models.Chunk.step))
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [
+    _m1_initial, _m_farm_counts, _m_chunk_step, _m_standby_dispatchers, _m_agent_security]
 
 
 def migrate(db: Database) -> int:

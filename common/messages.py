@@ -103,6 +103,9 @@ class AgentHello(Message):
     pid: int = 0
     boot_id: str = ""  # new for every agent process; tells restarts apart
     sent_at: float = 0.0  # a signed hello older than a few minutes, or than the last one, is refused
+    # The first readings, so a new worker shows them before its first heartbeat (as in heartbeats).
+    update_frequent: dict[str, Any] = dataclasses.field(default_factory=dict)
+    update_less_frequent: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

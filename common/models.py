@@ -67,6 +67,8 @@ class Worker(BaseModel):
     commands = JSONField(default=list)
     versions = JSONField(default=dict)
     boot_id = CharField(max_length=64, default="")
+    # The boot that said goodbye: its heartbeats still in flight must not bring the worker back.
+    departed_boot_id = CharField(max_length=64, default="")
     signing_key = CharField(max_length=64, null=True)  # hex; issued to the agent's current boot
     hello_sent_at = DoubleField(null=True)  # of the last accepted hello: an older one is a replay
     status = CharField(max_length=16, default=ENABLED)
@@ -126,6 +128,7 @@ class Chunk(BaseModel):
     frame_count = IntegerField()
     frames_done = JSONField(default=list)
     depends_on = JSONField(default=list)  # indices of chunks of the same task
+    step = CharField(max_length=64, default="")  # the job type's step (render, video, ...)
     status = CharField(max_length=16, default=PENDING)
     priority = IntegerField(default=50)
     attempts = IntegerField(default=0)
@@ -223,6 +226,24 @@ class FarmSecret(BaseModel):
 
     class Meta:
         table_name = "farm_secrets"
+
+
+class DispatcherLeader(BaseModel):
+    """Which dispatcher of a namespace is active (dispatcher/leader.py).
+
+    ``epoch`` grows by one at every takeover; the active dispatcher checks it in
+    every transaction it commits, so a paused old leader can never commit.
+    """
+
+    namespace = CharField(max_length=64, primary_key=True)
+    epoch = IntegerField(default=0)
+    holder = CharField(max_length=255, default="")  # host:pid:id of the active dispatcher
+    acquired_at = DoubleField(default=0.0)
+    renewed_at = DoubleField(default=0.0)
+    expires_at = DoubleField(default=0.0)
+
+    class Meta:
+        table_name = "dispatcher_leader"
 
 
 class SchemaVersion(BaseModel):

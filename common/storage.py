@@ -14,8 +14,6 @@ from typing import Any
 from common.errors import ValidationError
 
 BLEND_RELATIVE = "//"  # Blender's prefix for "relative to the .blend file's folder"
-# Chunk parameters that name files (``output_path`` may be relative to ``filepath``).
-PATH_PARAMS = ("filepath", "output_path", "video_path")
 
 
 def inside_roots(path: Any, roots: Iterable[str], field: str = "path",
@@ -54,16 +52,19 @@ def _resolve(path: str) -> str:
 
 
 def check_params(params: Mapping[str, Any], roots: Iterable[str], prefix: str = "params") -> dict[str, str]:
-    """Check every path a chunk's parameters name; return ``{name: resolved path}``.
+    """Check every path a chunk names (``params.paths``); return ``{setting: resolved path}``.
 
-    For the agent, just before it runs a chunk. ``output_path`` may be
-    ``//``-relative to ``filepath``.
+    For the agent, just before it runs a chunk. The compiler has already made
+    ``//`` paths absolute, so every path here must be absolute.
     """
     roots = tuple(roots)
-    blend = params.get("filepath")
+    entries = params.get("paths", [])
+    if not isinstance(entries, list):
+        raise ValidationError(f"{prefix}.paths", "must be a list")
     resolved = {}
-    for name in PATH_PARAMS:
-        if name in params:
-            base = blend if name != "filepath" and isinstance(blend, str) else None
-            resolved[name] = inside_roots(params[name], roots, f"{prefix}.{name}", blend_file=base)
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or entry.get("access") not in ("read", "write"):
+            raise ValidationError(f"{prefix}.paths[{i}]", "must be {setting, path, access: read|write}")
+        name = str(entry.get("setting", i))
+        resolved[name] = inside_roots(entry.get("path"), roots, f"{prefix}.paths.{name}")
     return resolved

@@ -245,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_client_commands(sub)
     add_dlq_command(sub)
+    from corral.jobtypes_cli import add_jobtypes_commands
+
+    add_jobtypes_commands(sub)
     from corral.scenes import add_demo_scene_command
 
     add_demo_scene_command(sub)

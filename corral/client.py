@@ -185,7 +185,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-CHUNK_COLUMNS = ("INDEX", "FRAMES", "DONE", "STATUS", "ATTEMPTS", "FAILURES", "WORKER", "ERROR")
+CHUNK_COLUMNS = ("INDEX", "STEP", "FRAMES", "DONE", "STATUS", "ATTEMPTS", "FAILURES", "WORKER", "ERROR")
 
 
 def cmd_task(args: argparse.Namespace) -> int:
@@ -202,8 +202,9 @@ def cmd_task(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{n} {status}" for status, n in sorted(task["chunks_by_status"].items()))
     print(f"{'chunks':>13}: {task['chunks_total']}" + (f" ({counts})" if counts else ""))
     if chunks:
-        rows = [[c["index"], ranges(c["frames"]), f"{c['frames_done']}/{c['frame_count']}", c["status"],
-                 c["attempts"], c["failures"], c["worker"], (c["error"] or "")[:60]] for c in chunks]
+        rows = [[c["index"], c.get("step", ""), ranges(c["frames"]), f"{c['frames_done']}/{c['frame_count']}",
+                 c["status"], c["attempts"], c["failures"], c["worker"], (c["error"] or "")[:60]]
+                for c in chunks]
         print()
         print(table(CHUNK_COLUMNS, rows))
     return EXIT_OK
@@ -262,7 +263,7 @@ def add_client_commands(subparsers: Any) -> None:
     """Add the REST client verbs to an argparse ``add_subparsers()`` object."""
     common = _common()
     submit = subparsers.add_parser("submit", parents=[common], help="submit a task")
-    submit.add_argument("--type", required=True, help="task type: blender_render, sleep, noop")
+    submit.add_argument("--type", required=True, help="job type (corral jobtypes list)")
     submit.add_argument("--settings", help="settings as JSON, or @file.json")
     submit.add_argument("--frames", help="frame list such as 1-100,120 (merged into settings)")
     submit.add_argument("--chunk-size", type=int, help="frames per chunk (merged into settings)")

@@ -3,7 +3,8 @@
 Dead letters wait in ``<ns>.dead`` with headers saying why (see protocol.md).
 Reading them is a walk over the queue without acknowledging: closing the
 channel puts every message back. Replaying republishes the body unchanged to
-the events exchange under its original routing key, then removes it.
+the events exchange under its original routing key with its original headers
+(the signature of an agent message among them), then removes it.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 
 from kombu import Queue
 
-from common.bus import Bus, body_bytes
+from common.bus import DEAD_HEADERS, Bus, body_bytes
 from common.config import Config, load_config
 from common.errors import ConfigError
 
@@ -85,8 +86,11 @@ def run(args: argparse.Namespace, config: Config) -> int:
         try:
             for message in chosen:
                 if args.action == "replay":
-                    key = (message.headers or {}).get("x-corral-routing-key") or "unknown"
-                    publisher.publish_raw(body_bytes(message), bus.topology.events, key)
+                    headers = message.headers or {}
+                    key = headers.get("x-corral-routing-key") or "unknown"
+                    # The original headers go with it (a signed agent message keeps its signature).
+                    original = {k: v for k, v in headers.items() if k not in DEAD_HEADERS}
+                    publisher.publish_raw(body_bytes(message), bus.topology.events, key, headers=original)
                 message.ack()
                 print(f"{args.action}ed {_summary(message)['id']}")
         finally:

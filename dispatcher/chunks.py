@@ -25,7 +25,7 @@ from common.models import (
     Task,
     Worker,
 )
-from dispatcher import stats, tasks
+from dispatcher import stats, steps, tasks
 from dispatcher.context import Context
 from dispatcher.leases import free_worker, requeue
 from dispatcher.workers import worker_named
@@ -113,16 +113,18 @@ def record_frames(chunk: Chunk, frames_done: list[int], files: list[str], log_ta
 
 
 def on_finished(ctx: Context, msg: messages.ChunkFinished) -> None:
-    Attempt.update(outcome=msg.outcome, finished_at=msg.finished_at, exit_code=msg.exit_code,
-                   reason=msg.reason[:2000], log_tail=msg.log_tail).where(
-        Attempt.lease_id == msg.lease_id).execute()
+    _close_attempt(msg)
+    # The agent no longer holds the lease, whether or not it is still the chunk's (a canceled task).
+    sender = Worker.get_or_none(Worker.name == msg.agent)
+    if sender is not None:
+        free_worker(ctx, sender, msg.lease_id)
     chunk = current_chunk(ctx, msg)
     if chunk is None:
         return
-    worker = worker_named(ctx, msg.agent)
+    worker = sender or worker_named(ctx, msg.agent)
     if chunk.status == RELEASED and msg.outcome in (COMPLETED, FAILED):
         mark_running(ctx, chunk, worker)
-    free_worker(ctx, worker, msg.lease_id)
+        _close_attempt(msg)
     stats.chunk_finished(chunk, msg.outcome, ctx.clock())
     if msg.outcome == COMPLETED:
         complete(ctx, chunk, msg)
@@ -131,6 +133,12 @@ def on_finished(ctx: Context, msg: messages.ChunkFinished) -> None:
     else:  # declined or canceled by the agent: hand back without blame
         log.info("chunk %s: %s by %s (%s)", chunk.id, msg.outcome, msg.agent, msg.reason)
         requeue(ctx, chunk)
+
+
+def _close_attempt(msg: messages.ChunkFinished) -> None:
+    Attempt.update(outcome=msg.outcome, finished_at=msg.finished_at, exit_code=msg.exit_code,
+                   reason=msg.reason[:2000], log_tail=msg.log_tail).where(
+        Attempt.lease_id == msg.lease_id).execute()
 
 
 def count_failure(ctx: Context, task: Task, worker_id: int) -> None:
@@ -161,7 +169,8 @@ def fail_attempt(ctx: Context, chunk: Chunk, reason: str, log_tail: str) -> None
     chunk.failures = failures
     if chunk.worker_id is not None:
         count_failure(ctx, task, chunk.worker_id)
-    if failures > task.max_retries:
+    retries = steps.max_retries(ctx, task, chunk)
+    if failures > retries:
         Chunk.update(status=FAILED, finished_at=ctx.clock(), lease_id=None).where(
             Chunk.id == chunk.id).execute()
         frames = framelib.format_ranges(chunk.frames) or "none"
@@ -169,5 +178,5 @@ def fail_attempt(ctx: Context, chunk: Chunk, reason: str, log_tail: str) -> None
                                    f"{failures} times; last: {reason}")
         return
     log.warning("chunk %s (task %s #%s): attempt failed (%s); retry %d of %d",
-                chunk.id, task.id, chunk.index, reason, failures, task.max_retries)
+                chunk.id, task.id, chunk.index, reason, failures, retries)
     requeue(ctx, chunk)

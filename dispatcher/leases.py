@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from common.models import PENDING, RUNNING, Attempt, Chunk, Task, Worker
+from common.models import PENDING, RELEASED, RUNNING, Attempt, Chunk, Task, Worker
 from dispatcher import stats
 from dispatcher.context import Context
 
@@ -39,3 +39,24 @@ def requeue_lost(ctx: Context, worker: Worker, reason: str) -> int:
     Worker.update(current_task=None, current_chunk=None, current_lease=None).where(
         Worker.id == worker.id).execute()
     return len(lost)
+
+
+def withdraw_stranded(ctx: Context) -> int:
+    """Chunks released longer than ``release_timeout_s`` ago and never started go back to pending.
+
+    Their message was lost (a purged or deleted queue, a broker that lost it) or
+    has expired unread (its TTL is the same timeout): either way no agent will
+    start that lease. The chunk is released again with a new lease; the withdrawn
+    release does not count as an attempt, since no agent ever took it.
+    """
+    cutoff = ctx.clock() - ctx.config.release_timeout_s
+    stranded = list(Chunk.select(Chunk.id, Chunk.lease_id, Chunk.released_at).where(
+        Chunk.status == RELEASED, Chunk.released_at < cutoff))
+    for chunk in stranded:
+        Chunk.update(status=PENDING, lease_id=None, released_at=None, attempts=Chunk.attempts - 1).where(
+            Chunk.id == chunk.id, Chunk.status == RELEASED, Chunk.lease_id == chunk.lease_id).execute()
+        log.warning("chunk %s: released -> pending (lease %s not started within %.0fs: message lost "
+                    "or expired)", chunk.id, chunk.lease_id, ctx.config.release_timeout_s)
+    if stranded:
+        ctx.wake_release()
+    return len(stranded)

@@ -135,6 +135,7 @@ def _release_one(ctx: Context, publisher: Publisher, chunk: Chunk, pool: str, ex
     lease = uuid.uuid4().hex
     attempt = chunk.attempts + 1
     with database_proxy.atomic():
+        ctx.fence()
         changed = (Chunk.update(status=RELEASED, lease_id=lease, attempts=attempt, worker=None,
                                 released_at=ctx.clock())
                    .where(Chunk.id == chunk.id, Chunk.status == PENDING).execute())

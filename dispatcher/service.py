@@ -7,6 +7,7 @@ the periodic checks between deliveries.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -22,9 +23,10 @@ from common.config import Config
 from common.db import open_and_migrate
 from common.errors import BrokerUnavailable
 from common.models import database_proxy
-from dispatcher import chunks, identity, metrics, release, tasks, workers
+from dispatcher import chunks, identity, leases, metrics, release, tasks, workers
 from dispatcher.context import Context
 from dispatcher.identity import Verifier
+from dispatcher.leader import Leader, LeadershipLost
 
 log = logging.getLogger("dispatcher")
 DB_ERRORS = (OperationalError, InterfaceError)
@@ -58,6 +60,9 @@ class Dispatcher:
         self.config = config
         self.bus = Bus(config)
         self.ctx = Context(config, clock)
+        # Standby dispatchers: only the leader consumes, and every transaction checks its epoch.
+        self.leader = Leader(config.namespace, config.leader_lease_s, clock)
+        self.ctx.fence = self.leader.check_fence
         self.verifier = Verifier(config)
         self.publisher: Publisher | None = None
         self._stopping = threading.Event()
@@ -88,6 +93,10 @@ class Dispatcher:
         """Stop without waiting; unacknowledged messages are redelivered later."""
         self._stopping.set()
 
+    def is_active(self) -> bool:
+        """True while this dispatcher is the active one of its namespace (the others stand by)."""
+        return self.leader.is_active()
+
     def run(self) -> None:
         open_and_migrate(self.config.resolved_database_url)
         self.verifier.command_key = signing.command_key(self.config.command_key)
@@ -95,6 +104,11 @@ class Dispatcher:
         while not self._stopping.is_set():
             try:
                 self._consume()
+            except LeadershipLost as exc:
+                # Closing the connection hands every unacknowledged message to the new leader.
+                log.warning("dispatcher %s: active -> standby (%s)", self.leader.identity, exc)
+                self.ctx.outbox.clear()
+                self._beats.clear()
             except CONNECTION_ERRORS + (BrokerUnavailable,) as exc:
                 if self._stopping.is_set():
                     break
@@ -102,6 +116,7 @@ class Dispatcher:
                             exc_info=log.isEnabledFor(logging.DEBUG))
                 self._stopping.wait(self._delay_s)
                 self._delay_s = min(self._delay_s * 2, MAX_RECONNECT_DELAY_S)
+        self.leader.step_down(release=True)
         self.publisher.close()
         database_proxy.close()
         log.info("dispatcher stopped")
@@ -110,14 +125,21 @@ class Dispatcher:
 
     def _consume(self) -> None:
         topo = self.bus.topology
-        with self.bus.connect(heartbeat=self.config.amqp_heartbeat_s) as conn:
+        # Short AMQP heartbeats: a frozen leader's consumer must be dropped within about a lease.
+        heartbeat = min(filter(None, (self.config.amqp_heartbeat_s, self.leader.amqp_heartbeat_s)))
+        with self.bus.connect(heartbeat=heartbeat) as conn:
             channel = conn.channel()
             self.bus.declare_core(channel)
+            if not self.leader.wait_until_active(self._stopping, functools.partial(_idle, conn)):
+                return
             channel.basic_qos(0, PREFETCH, False)
             queues = [topo.dispatcher_queue(), topo.heartbeat_queue()]
             # Unacknowledged heartbeats of a lost connection come back by redelivery.
             self._beats.clear()
-            with Consumer(channel, queues=queues, on_message=self._on_message):
+            consumers = [Consumer(channel, queues=[queue],
+                                  on_message=functools.partial(self._on_message, queue.name))
+                         for queue in queues]
+            with consumers[0], consumers[1]:
                 log.info("dispatcher consuming from %s (namespace %s) on %s",
                          ", ".join(q.name for q in queues), topo.namespace,
                          conn.as_uri(include_password=False))
@@ -129,8 +151,10 @@ class Dispatcher:
                         conn.drain_events(timeout=self.config.tick_interval_s)
                         self._drain_ready(conn)
                     except TimeoutError:
-                        conn.heartbeat_check()
+                        pass
+                    conn.heartbeat_check()
                     self._after_deliveries()
+                    self.leader.renew_if_due()
 
     def _drain_ready(self, conn: Any) -> None:
         """Take whatever else has already arrived, so periodic work runs once per burst."""
@@ -140,8 +164,7 @@ class Dispatcher:
             except TimeoutError:
                 return
 
-    def _on_message(self, message: Any) -> None:
-        queue = message.delivery_info.get("routing_key", "")
+    def _on_message(self, queue: str, message: Any) -> None:
         msg = decode_or_dead_letter(self.publisher, message, queue)
         if msg is None:
             return
@@ -149,7 +172,7 @@ class Dispatcher:
         refusal = self.verifier.refusal(msg, body, message.headers or {}, self.ctx.clock(), queue)
         if refusal is not None:
             log.warning("dead-lettering a %s: %s", msg.kind, refusal)
-            self.publisher.dead_letter(body, refusal, msg.kind, queue)
+            self.publisher.dead_letter_delivery(message, refusal, queue)
             message.ack()
             return
         if isinstance(msg, messages.AgentHeartbeat):
@@ -161,12 +184,11 @@ class Dispatcher:
             return
         handler = HANDLERS.get(type(msg))
         if handler is None:
-            self.publisher.dead_letter(body, f"the dispatcher does not handle {msg.kind}", queue,
-                                       "dispatcher")
+            self.publisher.dead_letter_delivery(message, f"the dispatcher does not handle {msg.kind}", queue)
             message.ack()
             return
         with metrics.timed(msg.kind):
-            applied = self._apply(handler, msg, message)
+            applied = self._apply(handler, msg, message, queue)
         if applied:
             message.ack()
             for agent, key in self.ctx.issued_keys.items():
@@ -174,32 +196,43 @@ class Dispatcher:
             self.ctx.issued_keys.clear()
             self._flush_outbox()
 
-    def _apply(self, handler: Callable[[Context, Any], None], msg: Any, message: Any) -> bool:
+    def _apply(self, handler: Callable[[Context, Any], None], msg: Any, message: Any,
+               queue: str = "") -> bool:
         """Apply a message (or a batch, with ``message`` None) in one transaction.
 
-        True when it may be acknowledged; on a database error the caller requeues.
+        True when it may be acknowledged. On a database error the message is requeued and
+        LeadershipLost raised: the dispatcher stops consuming until the database answers again.
         """
         try:
             database_proxy.connect(reuse_if_open=True)
             with database_proxy.atomic():
+                self.ctx.fence()
                 handler(self.ctx, msg)
             return True
+        except LeadershipLost:
+            self.ctx.outbox.clear()
+            self.ctx.issued_keys.clear()
+            raise
         except DB_ERRORS as exc:
-            # The database is away: keep the message, retry after a pause.
+            # The database is away: give the message back and stand by until it answers.
             log.warning("database error applying %s (%s); will retry", _kind(msg), exc)
             self.ctx.outbox.clear()
             self.ctx.issued_keys.clear()
             database_proxy.close()
-            self._stopping.wait(1.0)
             if message is not None:
                 message.requeue()
-            return False
+            # Stop consuming: what this dispatcher holds goes back to the queue, to be applied by
+            # whichever dispatcher gets the database (this one again, once it answers).
+            raise LeadershipLost(f"the database does not answer ({exc})") from exc
         except Exception as exc:  # noqa: BLE001 - a bug must not stop the farm
             log.exception("cannot apply %s; dead-lettering it", _kind(msg))
             self.ctx.outbox.clear()
+            if message is not None:  # the delivery as it came, headers (signature) included
+                self.publisher.dead_letter_delivery(message, f"handler error: {exc!r}", queue)
+                return True
             for one in msg if isinstance(msg, list) else [msg]:
                 self.publisher.dead_letter(messages.encode(one), f"handler error: {exc!r}", one.kind,
-                                           "dispatcher")
+                                           self.bus.topology.heartbeat_queue().name)
             return True
 
     def _flush_beats(self) -> None:
@@ -207,14 +240,16 @@ class Dispatcher:
         beats, self._beats = self._beats, []
         if not beats:
             return
-        if self._apply(_apply_heartbeats, [b for b, _ in beats], None):
+        try:
+            self._apply(_apply_heartbeats, [b for b, _ in beats], None)
             metrics.heartbeats_applied(len(beats))
-            for _, delivery in beats:
-                delivery.ack()
-            self._flush_outbox()
-        else:
+        except LeadershipLost:
             for _, delivery in beats:
                 delivery.requeue()
+            raise
+        for _, delivery in beats:
+            delivery.ack()
+        self._flush_outbox()
 
     def _flush_outbox(self) -> None:
         try:
@@ -239,14 +274,19 @@ class Dispatcher:
             database_proxy.connect(reuse_if_open=True)
             if due:
                 with database_proxy.atomic():
+                    self.ctx.fence()
                     metrics.agents_lost(workers.check_lost(self.ctx))
                     self.verifier.cut_off_revoked(self.ctx)
                 if now >= self._next_sweep:
                     # The safety net: release even if no event asked for it.
                     self.ctx.release_wanted = True
                     with database_proxy.atomic():
+                        self.ctx.fence()
+                        stranded = leases.withdraw_stranded(self.ctx)
                         tasks.sweep_uncompiled(self.ctx)
                         tasks.update_waiting_reasons(self.ctx)
+                    if stranded:  # a queue may have been deleted: declare it again before publishing
+                        self.publisher.forget_declared()
                     self._next_sweep = time.monotonic() + SWEEP_INTERVAL_S
                 # Measured from the end of the work, so a slow tick cannot run back to back.
                 self._next_tick = time.monotonic() + self.config.tick_interval_s
@@ -259,6 +299,15 @@ class Dispatcher:
             database_proxy.close()
             self.ctx.release_wanted = True
             self._stopping.wait(1.0)
+
+
+def _idle(conn: Any, seconds: float) -> None:
+    """Wait on a connection that consumes nothing, answering the broker's heartbeats."""
+    try:
+        conn.drain_events(timeout=seconds)
+    except TimeoutError:
+        pass
+    conn.heartbeat_check()
 
 
 def _apply_heartbeats(ctx: Context, beats: list[messages.AgentHeartbeat]) -> None:

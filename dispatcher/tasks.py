@@ -26,6 +26,7 @@ from common.models import (
     Task,
     database_proxy,
 )
+from dispatcher import adaptive
 from dispatcher.compilers import compile_task
 from dispatcher.context import Context
 from dispatcher.release import waiting_reasons
@@ -48,7 +49,7 @@ def compile_into_chunks(ctx: Context, task: Task) -> None:
     if task.compiled or task.status in TASK_FINAL:
         return
     try:
-        specs = compile_task(task.type, task.settings)
+        specs = compile_task(task.type, task.settings, ctx.config.job_types_dir)
     except (CorralError, KeyError, TypeError, ValueError) as exc:
         fail_task(ctx, task, f"cannot compile task: {exc}")
         return
@@ -60,7 +61,7 @@ def compile_into_chunks(ctx: Context, task: Task) -> None:
 
 _CHUNK_COLUMNS = ("task_id", "index", "command", "parser", "params", "frames", "frame_count",
                   "frames_done", "depends_on", "status", "priority", "attempts", "failures", "files",
-                  "log_tail", "error")
+                  "log_tail", "error", "step")
 
 
 def insert_chunks(task: Task, specs: list) -> None:
@@ -72,7 +73,7 @@ def insert_chunks(task: Task, specs: list) -> None:
     dump = json.JSONEncoder(separators=(",", ":")).encode
     rows = [(task.id, spec.index, spec.command, spec.parser, dump(spec.params), dump(spec.frames),
              framelib.count(spec.frames), "[]", dump(list(spec.depends_on)),
-             BLOCKED if spec.depends_on else PENDING, task.priority, 0, 0, "[]", "", "")
+             BLOCKED if spec.depends_on else PENDING, task.priority, 0, 0, "[]", "", "", spec.step)
             for spec in specs]
     cursor = database_proxy.cursor()
     for start in range(0, len(rows), 5000):
@@ -139,6 +140,7 @@ def set_status(task: Task, status: str) -> None:
 
 def after_chunk_completed(ctx: Context, task: Task, chunk: Chunk) -> None:
     """Unblock chunks that waited for this one; complete the task when all are done."""
+    adaptive.on_chunk_completed(ctx, task, chunk)
     blocked = list(Chunk.select().where(Chunk.task == task.id, Chunk.status == BLOCKED))
     if blocked:
         done = {c.index for c in Chunk.select(Chunk.index).where(

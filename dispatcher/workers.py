@@ -6,12 +6,25 @@ import logging
 import secrets
 
 from common import messages, signing
-from common.models import DISABLED, ENABLED, OFFLINE, ONLINE, RELEASED, RUNNING, Chunk, Worker, database_proxy
+from common.models import (
+    DISABLED,
+    ENABLED,
+    OFFLINE,
+    ONLINE,
+    RELEASED,
+    RUNNING,
+    Attempt,
+    Chunk,
+    Worker,
+    database_proxy,
+)
 from dispatcher.context import Context
 from dispatcher.identity import wrap_secret_for
 from dispatcher.leases import requeue_lost
 
 log = logging.getLogger("dispatcher.workers")
+# Attempt outcomes only the agent's own chunk.finished sets ("lost" is the dispatcher's verdict).
+REPORTED_OUTCOMES = frozenset(messages.OUTCOMES)
 
 
 def worker_named(ctx: Context, name: str) -> Worker:
@@ -32,11 +45,14 @@ def on_hello(ctx: Context, msg: messages.AgentHello) -> None:
     secret = wrap_secret_for(ctx.config, msg.agent)
     if secret:
         welcome(ctx, worker, msg, secret)
+    # The hello's first readings, if it has any (an older agent's has none: keep the stored ones).
+    readings = {name: value for name, value in (("update_frequent", msg.update_frequent),
+                                                ("update_less_frequent", msg.update_less_frequent)) if value}
     Worker.update(
         hostname=msg.hostname, system=msg.system, pools=msg.pools, commands=msg.commands,
         ip_address=msg.ip_address, mac_address=msg.mac_address, versions=msg.versions,
-        boot_id=msg.boot_id, connection=ONLINE, last_heartbeat=ctx.clock(),
-        activity=worker.activity or "idle", hello_sent_at=msg.sent_at or None,
+        boot_id=msg.boot_id, departed_boot_id="", connection=ONLINE, last_heartbeat=ctx.clock(),
+        activity=worker.activity or "idle", hello_sent_at=msg.sent_at or None, **readings,
     ).where(Worker.id == worker.id).execute()
     if worker.connection != ONLINE:
         log.info("worker %s: %s -> online (hello)", msg.agent, worker.connection)
@@ -67,12 +83,18 @@ def on_heartbeats(ctx: Context, beats: list[messages.AgentHeartbeat]) -> None:
     Only each agent's newest beat matters. The dispatcher's clock decides
     liveness (agents' clocks may be skewed). Slow-changing readings arrive with
     every tenth beat; an empty ``update_less_frequent`` keeps the stored one.
+    Heartbeats travel on their own queue, so one sent just before a goodbye can
+    be applied after it: a beat of a boot that said goodbye is ignored.
     """
     newest = {beat.agent: beat for beat in sorted(beats, key=lambda b: b.sent_at)}
     known = _workers_named(list(newest))
     for name in newest:
         if name not in known:
             known[name] = worker_named(ctx, name)
+    for name, beat in list(newest.items()):
+        worker = known[name]
+        if worker.departed_boot_id and (beat.boot_id or worker.boot_id or "-") == worker.departed_boot_id:
+            del newest[name]
     now = ctx.clock()
     param = database_proxy.obj.param
     frequent = [(now, ONLINE, json.dumps(b.update_frequent), known[n].id) for n, b in newest.items()]
@@ -91,7 +113,8 @@ def on_heartbeats(ctx: Context, beats: list[messages.AgentHeartbeat]) -> None:
 def _workers_named(names: list[str]) -> dict[str, Worker]:
     found: dict[str, Worker] = {}
     for start in range(0, len(names), 500):
-        rows = Worker.select(Worker.id, Worker.name, Worker.connection).where(
+        rows = Worker.select(Worker.id, Worker.name, Worker.connection, Worker.boot_id,
+                             Worker.departed_boot_id).where(
             Worker.name.in_(names[start:start + 500]))
         found.update((w.name, w) for w in rows)
     return found
@@ -104,17 +127,30 @@ def _execute_many(sql: str, rows: list[tuple]) -> None:
 
 
 def _abort_dead_leases(ctx: Context, holders: dict[str, str]) -> None:
-    """Agents that say they hold a lease that is no longer live are told to drop it."""
+    """Agents that say they hold a lease that is no longer live are told to drop it.
+
+    A beat sent while a chunk ran may be applied after that chunk's
+    ``chunk.finished`` (heartbeats have a queue of their own): a lease whose
+    attempt the agent itself reported finished is not held any more, so it is
+    left alone. ``chunk_id`` is 0 only for a lease the dispatcher never saw start.
+    """
     if not holders:
         return
     live = {lease for (lease,) in Chunk.select(Chunk.lease_id).where(
         Chunk.lease_id.in_(list(holders)), Chunk.status.in_((RELEASED, RUNNING))).tuples()}
-    for lease, agent in holders.items():
-        if lease not in live:
-            chunk = Chunk.get_or_none(Chunk.lease_id == lease)
-            log.info("worker %s: holds lease %s that is no longer live; aborting it", agent, lease)
-            ctx.send(messages.ControlAbort(chunk_id=chunk.id if chunk else 0, lease_id=lease,
-                                           reason="lease no longer live"), agent)
+    dead = [lease for lease in holders if lease not in live]
+    if not dead:
+        return
+    attempts = {lease: (chunk_id, outcome) for lease, chunk_id, outcome in Attempt.select(
+        Attempt.lease_id, Attempt.chunk, Attempt.outcome).where(Attempt.lease_id.in_(dead)).tuples()}
+    for lease in dead:
+        chunk_id, outcome = attempts.get(lease, (0, ""))
+        if outcome in REPORTED_OUTCOMES:
+            continue  # a beat older than the agent's own chunk.finished
+        agent = holders[lease]
+        log.info("worker %s: holds lease %s that is no longer live; aborting it", agent, lease)
+        ctx.send(messages.ControlAbort(chunk_id=chunk_id, lease_id=lease,
+                                       reason="lease no longer live"), agent)
 
 
 def on_goodbye(ctx: Context, msg: messages.AgentGoodbye) -> None:
@@ -122,7 +158,8 @@ def on_goodbye(ctx: Context, msg: messages.AgentGoodbye) -> None:
     if worker is None:
         return
     requeue_lost(ctx, worker, "agent stopped")
-    Worker.update(connection=OFFLINE, activity=f"stopped: {msg.reason}"[:255]).where(
+    Worker.update(connection=OFFLINE, activity=f"stopped: {msg.reason}"[:255],
+                  departed_boot_id=msg.boot_id or worker.boot_id or "-").where(
         Worker.id == worker.id).execute()
     log.info("worker %s: %s -> offline (goodbye: %s)", worker.name, worker.connection, msg.reason)
 

@@ -145,6 +145,10 @@ def farm_env(broker_url, namespace, sqlite_url, tmp_path):
     delete_namespace_queues(broker_url, namespace)
 
 
+# Agent commands the job-type tests register (tests/integration/test_jobtypes.py).
+TEST_COMMANDS = ("sim", "husk", "slowing")
+
+
 def delete_namespace_queues(broker_url: str, namespace: str) -> None:
     """Delete the queues and exchanges a test's namespace may have created."""
     from kombu import Connection
@@ -154,7 +158,7 @@ def delete_namespace_queues(broker_url: str, namespace: str) -> None:
     names = [t.dispatcher_queue_name(namespace), t.heartbeat_queue_name(namespace),
              t.dead_queue_name(namespace)]
     for pool in ("default", "gpu", "cpu"):
-        for command in ("noop", "sleep", "blender_render", "ffmpeg_encode"):
+        for command in ("noop", "sleep", "blender_render", "ffmpeg_encode", *TEST_COMMANDS):
             names.append(t.chunk_queue_name(namespace, pool, command))
     exchanges = [t.events_exchange_name(namespace), t.chunks_exchange_name(namespace),
                  t.control_exchange_name(namespace), t.dead_exchange_name(namespace)]

@@ -45,3 +45,14 @@ class Parser:
         """Mark every frame done: the command succeeded as a whole (noop, a video encode)."""
         for frame in self.frames:
             self.progress.mark_done(frame)
+
+
+class RefusedParser(Parser):
+    """Stands in for a parser whose spec was refused; the chunk fails with ``reason`` before it runs."""
+
+    def __init__(self, frames: list[int], reason: str) -> None:
+        super().__init__(frames)
+        self.reason = reason
+
+    def feed(self, line: str) -> bool:
+        return False

@@ -37,8 +37,8 @@ class Farm:
         self.api = f"http://127.0.0.1:{self.port}"
         self.verify: bool | str = True  # requests' verify: a CA file for a gateway with TLS
 
-    def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None,
-               prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+    def _spawn(self, name: str, *args: str, prefix: tuple[str, ...] = (),
+               env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.logdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen([*prefix, *CORRAL, *args], env={**self.env, **(env or {})}, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -55,8 +55,11 @@ class Farm:
         except requests.RequestException:
             return False
 
-    def dispatcher(self, *args: str) -> subprocess.Popen:
-        return self._spawn("dispatcher", "dispatcher", *args)
+    def dispatcher(self, name: str = "dispatcher", env: dict[str, str] | None = None,
+                   args: tuple[str, ...] = ()) -> subprocess.Popen:
+        """A ``corral dispatcher``; start several under different names for standbys. ``env``
+        overrides the farm's environment for this process only; ``args`` are its options."""
+        return self._spawn(name, "dispatcher", *args, env=env)
 
     def agent(self, name: str, *pools: str, credential: Path | None = None,
               env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> subprocess.Popen:

@@ -18,8 +18,10 @@ import psutil
 import pytest
 
 from agent.agent import Agent
+from common import jobtypes
 from common.bus import Bus
 from common.config import load_config
+from common.frames import format_ranges
 from common.messages import (
     AgentGoodbye,
     AgentHeartbeat,
@@ -32,6 +34,7 @@ from common.messages import (
     ControlHalt,
     decode,
 )
+from dispatcher.compilers import compile_task
 from tests.conftest import missing
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -109,12 +112,26 @@ def agent(config, bus):
     instance.kill(timeout=15)
 
 
+def compiled(type_name: str, settings: dict, index: int = 0):
+    """A chunk of a task of a built-in job type, as the dispatcher's compiler makes it."""
+    jobtype = jobtypes.task_type(type_name)
+    return compile_task(jobtype, jobtype.validate(settings).settings)[index]
+
+
 def assign(chunk_id: int, command: str = "sleep", params: dict | None = None, **kw) -> ChunkAssign:
-    if params is None:
-        params = {"seconds_per_frame": kw.pop("seconds", 0.2)} if command == "sleep" else {}
+    frames = kw.pop("frames", [[1, 3]])
+    seconds = kw.pop("seconds", 0.2)
+    if params is None and command == "sleep":
+        params = compiled("sleep", {"frames": format_ranges(frames), "chunk_size": 100_000,
+                                    "seconds_per_frame": seconds}).params
     return ChunkAssign(chunk_id=chunk_id, task_id=kw.pop("task_id", 1), lease_id=f"lease-{chunk_id}",
-                       attempt=1, command=command, parser=kw.pop("parser", command), params=params,
-                       frames=kw.pop("frames", [[1, 3]]), **kw)
+                       attempt=1, command=command, parser=kw.pop("parser", command), params=params or {},
+                       frames=frames, **kw)
+
+
+def blender_params(tmp_path: Path, filepath: str, output_path: str) -> dict:
+    return compiled("blender_render", {"frames": "1-3", "chunk_size": 3, "filepath": filepath,
+                                       "output_path": output_path, "format": "PNG"}).params
 
 
 def is_finished(chunk_id: int):
@@ -192,10 +209,10 @@ def test_blender_render_of_a_missing_file_fails_with_the_reason(agent, events, p
     if "blender_render" not in agent.registry.commands:
         missing("Blender")
     nowhere = str(tmp_path / "nope.blend")
-    params = {"filepath": nowhere, "output_path": str(tmp_path / "out" / "f_###"), "format": "PNG"}
+    params = blender_params(tmp_path, nowhere, str(tmp_path / "out" / "f_###"))
     publisher.chunk(assign(3, "blender_render", params), "default", 50)
     done = events.wait(is_finished(3))
-    assert (done.outcome, done.reason) == ("failed", f"blend file not found: {nowhere}")
+    assert (done.outcome, done.reason) == ("failed", f"input filepath not found: {nowhere}")
     assert isinstance(events.for_chunk(3)[0], ChunkStarted)
 
 
@@ -297,7 +314,8 @@ def test_a_real_blender_render_of_two_frames_writes_the_pngs(agent, events, publ
     blend = tmp_path / "tiny.blend"
     subprocess.run([agent.config.blender, "-b", "--factory-startup", "--python-expr", MAKE_SCENE,
                     "--", str(blend)], check=True, capture_output=True, timeout=60)
-    params = {"filepath": str(blend), "output_path": str(tmp_path / "out" / "frame_####"), "format": "PNG"}
+    params = compiled("blender_render", {"frames": "1-2", "chunk_size": 2, "filepath": str(blend),
+                                         "output_path": str(tmp_path / "out" / "frame_####")}).params
     publisher.chunk(assign(12, "blender_render", params, frames=[[1, 2]]), "default", 50)
     done = events.wait(is_finished(12), timeout=60)
     expected = [str(tmp_path / "out" / f"frame_000{n}.png") for n in (1, 2)]
@@ -314,8 +332,9 @@ def test_ffmpeg_encode_turns_rendered_frames_into_a_video(agent, events, publish
                     "-frames:v", "3", "-start_number", "1", str(tmp_path / "f_%03d.png")],
                    check=True, timeout=30)
     video = tmp_path / "video" / "out.mp4"
-    params = {"output_path": str(tmp_path / "f_###"), "format": "PNG", "frames": [[1, 3]], "fps": 24,
-              "video_path": str(video)}
+    params = compiled("blender_render", {
+        "frames": "1-3", "filepath": str(tmp_path / "a.blend"), "output_path": str(tmp_path / "f_###"),
+        "video": True, "video_path": str(video)}, index=-1).params
     publisher.chunk(assign(13, "ffmpeg_encode", params, parser="ffmpeg"), "default", 50)
     done = events.wait(is_finished(13), timeout=30)
     assert (done.outcome, done.frames_done) == ("completed", [1, 2, 3])
@@ -325,11 +344,13 @@ def test_ffmpeg_encode_turns_rendered_frames_into_a_video(agent, events, publish
 def test_ffmpeg_encode_with_a_missing_frame_fails_with_the_reason(agent, events, publisher, tmp_path):
     if "ffmpeg_encode" not in agent.registry.commands:
         missing("ffmpeg")
-    params = {"output_path": str(tmp_path / "f_###"), "format": "PNG", "frames": [[1, 2]], "fps": 24,
-              "video_path": str(tmp_path / "out.mp4")}
+    params = compiled("blender_render", {
+        "frames": "1-2", "filepath": str(tmp_path / "a.blend"), "output_path": str(tmp_path / "f_###"),
+        "video": True, "video_path": str(tmp_path / "out.mp4")}, index=-1).params
     publisher.chunk(assign(14, "ffmpeg_encode", params, parser="ffmpeg", frames=[[1, 2]]), "default", 50)
     done = events.wait(is_finished(14))
-    assert (done.outcome, done.reason) == ("failed", f"missing input frame 1: {tmp_path}/f_001.png")
+    assert (done.outcome, done.reason) == (
+        "failed", f"exit code 1: Error: missing input frame 1: {tmp_path}/f_001.png")
 
 
 def raw(message) -> bytes:
@@ -400,7 +421,7 @@ def test_with_a_farm_secret_the_agent_waits_for_its_welcome_and_then_signs_every
 
 def test_the_agent_refuses_a_chunk_whose_paths_leave_the_storage_roots(agent, publisher, events, tmp_path):
     outside = "/etc/corral-never.blend"
-    publisher.chunk(assign(77, "blender_render", {"filepath": outside, "output_path": str(tmp_path / "o_#"),
-                                                   "format": "PNG"}, parser="blender_render"), "default", 50)
+    params = blender_params(tmp_path, outside, str(tmp_path / "o_#"))
+    publisher.chunk(assign(77, "blender_render", params, parser="blender_render"), "default", 50)
     finished = events.wait(is_finished(77))
     assert finished.outcome == "failed" and "refused" in finished.reason and "storage root" in finished.reason

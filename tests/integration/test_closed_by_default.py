@@ -33,9 +33,9 @@ def test_a_dispatcher_with_no_way_to_authenticate_agents_refuses_to_start_in_one
 def test_with_insecure_agents_the_dispatcher_starts_and_takes_unauthenticated_agents(open_farm):
     farm = open_farm
     farm.gateway()
-    farm.dispatcher("--insecure-agents")
+    farm.dispatcher(args=("--insecure-agents",))
     refused = farm.agent("plain")  # an agent with nothing to prove refuses to start, in a sentence
-    assert refused.wait(30) == 2
+    assert refused.wait(30) == 78  # EX_CONFIG
     assert "this agent has no credential" in (farm.logdir / "agent-plain.log").read_text()
     farm.agent("plain2", env={"CORRAL_INSECURE_AGENTS": "true"})
     farm.wait_online(["plain2"])

@@ -1,8 +1,6 @@
 """The whole farm on real RabbitMQ: gateway under gunicorn, dispatcher and agents as processes."""
 from __future__ import annotations
 
-import sys
-
 import psutil
 import pytest
 from kombu import Connection, Queue
@@ -97,10 +95,11 @@ def test_cancel_mid_run_kills_the_child_process_and_ends_the_task_canceled(runni
     wait_for(lambda: farm.get(f"/tasks/{task['id']}")["status"] == "rendering", timeout=20,
              what="the chunk to start")
 
-    def sleeper():  # this checkout's only: other checkouts on the machine run sleepers too
-        return [p for p in psutil.process_iter(["cmdline"])
-                if "agent.children.sleeper" in " ".join(p.info["cmdline"] or [])
-                and (p.info["cmdline"] or [""])[0] == sys.executable]
+    agents = {proc.pid for proc in farm.procs.values()}
+
+    def sleeper():  # this farm's: other tests on the machine run sleepers too
+        return [p for p in psutil.process_iter(["cmdline", "ppid"])
+                if "agent.children.sleeper" in " ".join(p.info["cmdline"] or []) and p.info["ppid"] in agents]
     children = wait_for(sleeper, timeout=10, what="the sleep child process")
     import requests
 

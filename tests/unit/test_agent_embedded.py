@@ -7,13 +7,14 @@ import uuid
 import pytest
 
 from agent.agent import Agent
-from agent.executors import EXECUTORS
-from agent.registry import Registry
+from agent.registry import Registry, builtin_commands
 from common.bus import Bus
 from common.config import load_config
+from common.frames import format_ranges
 from common.messages import ChunkAssign, ChunkFinished, ControlHalt, decode
 
-REGISTRY = Registry(executors={name: EXECUTORS[name] for name in ("noop", "sleep")})
+BUILTIN, _ = builtin_commands(load_config({}, blender="/nonexistent/blender", ffmpeg="/nonexistent/ffmpeg"))
+REGISTRY = Registry(specs={name: BUILTIN[name] for name in ("noop", "sleep")})
 
 
 @pytest.fixture
@@ -43,10 +44,12 @@ def finished(events) -> list[ChunkFinished]:
 
 
 def chunk(chunk_id: int, command: str = "noop", **kw) -> ChunkAssign:
-    params = {"seconds_per_frame": 0.05} if command == "sleep" else {}
+    frames = kw.pop("frames", [[1, 2]])
+    # What the compiler gives the sleep job type's chunks: the sleeper's arguments.
+    args = [f"--frames={format_ranges(frames)}", "--seconds", "0.05"]
+    params = {"args": args} if command == "sleep" else {}
     return ChunkAssign(chunk_id=chunk_id, task_id=kw.pop("task_id", 1), lease_id=f"L{chunk_id}",
-                       attempt=1, command=command, parser=command, params=params,
-                       frames=kw.pop("frames", [[1, 2]]), **kw)
+                       attempt=1, command=command, parser=command, params=params, frames=frames, **kw)
 
 
 def test_embedded_agents_take_chunks_and_report_them(bus):
@@ -85,3 +88,16 @@ def test_embedded_agent_declines_halted_and_excluded_chunks(bus):
         publisher.close()
     reasons = {e.chunk_id: (e.outcome, e.reason) for e in finished(events)}
     assert reasons == {1: ("declined", "task 7 is halted"), 2: ("declined", "agent a1 is excluded")}
+
+
+def test_the_agents_hello_carries_its_first_readings(bus):
+    agent = Agent(bus.config, "a1", ["default"], REGISTRY, bus)
+    agent.start(timeout=5)
+    try:
+        events = drain(bus, bus.topology.dispatcher_queue, 5,
+                       lambda ev: any(e.kind == "agent.hello" for e in ev))
+    finally:
+        assert agent.stop(timeout=10)
+    (hello,) = [e for e in events if e.kind == "agent.hello"][:1]
+    assert set(hello.update_frequent) == {"load_average", "worker_cpu_percent"}
+    assert hello.update_less_frequent["worker_num_cpus"] >= 1

@@ -16,20 +16,24 @@ import sys
 import pytest
 from falcon import testing
 
-from agent.errors import UnsupportedParams
-from agent.executors import blender_render, sleep
+from agent import executors
+from agent.registry import blender_spec, builtin_commands, ffmpeg_encode_spec
 from api_gateway.app import create_app
 from api_gateway.ratelimit import FailureLimiter
 from common.config import load_config
 from common.db import open_and_migrate
+from common.jobtypes import registry
+from common.jobtypes.schema import walk_args
+from common.jobtypes.tokens import tokens_of
 from common.messages import ChunkAssign
 from dispatcher.compilers import compile_task
 
 ADMIN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
-# Every flag Corral itself puts on a Blender command line.
+# Every flag Corral itself puts on a Blender command line (the agent, then the blender_render file).
 BLENDER_FLAGS = {"-b", "--disable-autoexec", "-S", "-E", "--python-exit-code", "--python-expr", "-o", "-F",
-                 "-t", "-s", "-e", "-a", "-f"}
+                 "-t", "-s", "-e", "-a", "-f", "--", "--camera", "--resolution-percentage", "--samples"}
+ENCODE_FLAGS = {"-m", "--ffmpeg", "--pattern", "--format", "--fps", "--output"}
 
 
 class NullPublisher:
@@ -72,7 +76,7 @@ HOSTILE_FRAMES = ["1-3;touch x", "1-3\n4", "-P", "1-3 && id", 5, ["1-3"], "", "1
 def cases(marker, root):
     """(task type, base settings, setting name, hostile value) for every setting of every type."""
     frames = {"frames": "1-2"}
-    blend = {"frames": "1-2", "filepath": f"{root}/a.blend", "output_path": f"{root}/out/f_##"}
+    blend = {"frames": "1-2", "filepath": f"{root}/a.blend", "output_path": f"{root}/out/f_##", "video": True}
     out = []
     for ttype, base, numbers in (("noop", frames, ("chunk_size",)),
                                  ("sleep", {**frames, "seconds_per_frame": 0},
@@ -85,7 +89,7 @@ def cases(marker, root):
         out += [(ttype, base, key, v) for key in numbers for v in HOSTILE_NUMBERS]
     for key in ("scene", "camera", "format", "engine"):
         out += [("blender_render", blend, key, v) for v in hostile_strings(marker)]
-    for key in ("filepath", "output_path"):
+    for key in ("filepath", "output_path", "video_path"):
         out += [("blender_render", blend, key, v) for v in hostile_strings(marker)]
         out += [("blender_render", blend, key, f"{root}/{v}") for v in hostile_strings(marker)
                 if isinstance(v, str) and v]
@@ -96,6 +100,17 @@ def cases(marker, root):
     out += [("blender_render", blend, "env", v) for v in env_values]
     out += [("blender_render", blend, "video", v) for v in ("true", 1, None, [True])]
     return out
+
+
+def test_the_hostile_values_reach_every_token_of_every_built_in_job_type(tmp_path):
+    covered = {(ttype, key) for ttype, _, key, _ in cases(tmp_path / "m", tmp_path)}
+    for jobtype in registry().values():
+        for step in jobtype.steps:
+            for template, _ in walk_args(step.args):
+                for token in tokens_of(template):
+                    # Frame tokens are filled from the frames setting (frames, frame_start, frame_end).
+                    name = "frames" if jobtype.setting(token.name) is None else token.name
+                    assert (jobtype.name, name) in covered, (jobtype.name, step.name, template)
 
 
 def test_every_hostile_setting_is_refused_by_name_or_inert(world):
@@ -117,32 +132,36 @@ def test_every_hostile_setting_is_refused_by_name_or_inert(world):
 
 
 def run_like_the_agent(task, config, recorder):
-    """Compile the task and run each chunk's command as the agent's runner would (no shell)."""
+    """Compile the task and run each chunk's command as the agent would (no shell)."""
+    specs = {"blender_render": blender_spec(config.blender, allow_python=False),
+             "ffmpeg_encode": ffmpeg_encode_spec("/usr/bin/ffmpeg"),
+             **builtin_commands(config)[0]}
     for spec in compile_task(task["type"], task["settings"]):
         assign = ChunkAssign(task_id=task["id"], chunk_id=1, lease_id="l", attempt=1, command=spec.command,
                              parser=spec.parser or task["parser"], params=spec.params, frames=spec.frames)
+        command = executors.build(assign, specs[spec.command])
         if spec.command == "blender_render":
-            try:
-                argv = blender_render.build_argv(assign.params, assign.frames, config)
-            except UnsupportedParams:  # e.g. negative frames: the agent refuses, nothing runs
-                continue
-            env = blender_render.child_env(assign.params)
-            check_blender_argv(argv, assign.params)
+            check_blender_argv(command.argv, task["settings"])
             recorder.unlink(missing_ok=True)
-            subprocess.run(argv, env=env, check=True, timeout=30, stdin=subprocess.DEVNULL)
-            assert json.loads(recorder.read_text()) == argv[1:]
+            subprocess.run(command.argv, env=command.env, check=True, timeout=30, stdin=subprocess.DEVNULL)
+            assert json.loads(recorder.read_text()) == command.argv[1:]
+        elif spec.command == "ffmpeg_encode":
+            flags = [a for a in command.argv[1:] if a.startswith("-") and not a.startswith("--frames=")]
+            assert set(flags) <= ENCODE_FLAGS, command.argv
         elif spec.command == "sleep":
-            argv = sleep.build_argv(assign.params, assign.frames)
-            assert argv[:3] == [sys.executable, "-m", "agent.children.sleeper"]
+            assert command.argv[:3] == [sys.executable, "-m", "agent.children.sleeper"]
+            assert all(not a.startswith("-") or a in ("--seconds", "--exit-code") or a.startswith("--frames=")
+                       for a in command.argv[3:]), command.argv
 
 
-def check_blender_argv(argv, params):
+def check_blender_argv(argv, settings):
     for arg in argv[1:]:
         # Every dash-argument is one Corral put there (frame ranges like "-5" cannot reach here).
         assert not arg.startswith("-") or arg in BLENDER_FLAGS, argv
     if "--python-expr" in argv:
-        tree = ast.parse(argv[argv.index("--python-expr") + 1])
-        assert not [node for node in ast.walk(tree) if isinstance(node, ast.Call)], "a call was injected"
-        if "camera" in params:
-            (subscript,) = [n for n in ast.walk(tree) if isinstance(n, ast.Subscript)]
-            assert ast.literal_eval(subscript.slice) == params["camera"]
+        # The script is the job type's own text: no value is ever pasted into code.
+        script = argv[argv.index("--python-expr") + 1]
+        assert script in [t for step in registry()["blender_render"].steps for t, _ in walk_args(step.args)]
+        ast.parse(script)
+    if "camera" in settings:
+        assert argv[argv.index("--camera") + 1] == settings["camera"]

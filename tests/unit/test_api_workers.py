@@ -158,7 +158,9 @@ def test_patching_an_unknown_worker_answers_404(client):
 
 
 def test_health_reports_the_database_and_the_last_publish(client, publisher):
-    assert client.simulate_get("/health").json == {"status": "ok", "database": "ok", "broker": "unknown"}
+    assert client.simulate_get("/health").json == {
+        "status": "ok", "database": "ok", "broker": "unknown",
+        "dispatcher": {"active": None, "epoch": 0, "lease_expires_in_s": None}}
     worker = add_worker(name="w")
     client.simulate_patch(f"/workers/{worker.id}", json={"status": "disabled"})
     assert client.simulate_get("/health").json["broker"] == "ok"
@@ -181,3 +183,15 @@ def test_health_answers_503_when_the_database_cannot_be_opened(tmp_path, publish
         assert tasks.status_code == 503 and "retry-after" in tasks.headers
     finally:
         open_and_migrate(f"sqlite:///{tmp_path}/c.db")
+
+
+def test_health_says_which_dispatcher_is_active_from_the_leader_row(client):
+    from common.models import DispatcherLeader
+    from tests.unit.gateway_support import CONFIG, NOW
+
+    DispatcherLeader.create(namespace=CONFIG.namespace, epoch=3, holder="host:42:ab", expires_at=NOW + 2.5)
+    assert client.simulate_get("/health").json["dispatcher"] == {
+        "active": "host:42:ab", "epoch": 3, "lease_expires_in_s": 2.5}
+    DispatcherLeader.update(expires_at=NOW - 1).execute()  # it died; no standby took over yet
+    assert client.simulate_get("/health").json["dispatcher"] == {
+        "active": None, "epoch": 3, "lease_expires_in_s": None, "last_active": "host:42:ab"}

@@ -125,14 +125,14 @@ def test_task_shows_the_task_and_its_chunks(api, capsys):
     with database_proxy.connection_context():
         worker = Worker.create(name="alpha")
         Chunk.create(task=1, index=0, command="noop", frames=[[1, 2]], frame_count=2, frames_done=[1],
-                     status="running", worker=worker, attempts=1)
+                     status="running", worker=worker, attempts=1, step="noop")
     capsys.readouterr()
 
     assert run("task", "--api", api, "1") == 0
     out = capsys.readouterr().out
     assert "chunks: 1 (1 running)" in out
-    row = ["0", "1-2", "1/2", "running", "1", "0", "alpha"]
-    assert any(line.split()[:7] == row for line in out.splitlines())
+    row = ["0", "noop", "1-2", "1/2", "running", "1", "0", "alpha"]
+    assert any(line.split()[:8] == row for line in out.splitlines())
     assert run("task", "--api", api, "1", "--json") == 0
     assert json.loads(capsys.readouterr().out)["chunks"][0]["worker"] == "alpha"
 

@@ -1,4 +1,4 @@
-"""Compilers are pure: exact chunk lists for given settings."""
+"""The compiler is pure: exact chunk lists (and argument lists) for given settings of each built-in type."""
 from __future__ import annotations
 
 import pytest
@@ -18,7 +18,9 @@ def test_sleep_task_of_ten_frames_in_threes_gives_four_chunks_with_the_last_shor
     assert [c.frames for c in chunks] == [[[1, 3]], [[4, 6]], [[7, 9]], [[10, 10]]]
     assert {c.command for c in chunks} == {"sleep"}
     assert [c.index for c in chunks] == [0, 1, 2, 3]
-    assert chunks[0].params == {"seconds_per_frame": 1.0}
+    assert chunks[0].params == {"args": ["--frames=1-3", "--seconds", "1.0"], "env": {}, "paths": [],
+                                "done_on_exit": False}
+    assert [c.step for c in chunks] == ["sleep"] * 4
 
 
 def test_noop_chunk_size_one_gives_one_chunk_per_frame():
@@ -54,20 +56,26 @@ def test_blender_task_with_video_adds_an_encode_chunk_that_waits_for_every_rende
         "frame_start": 1, "frame_end": 10, "chunk_size": 4, "video": True})
     render, video = chunks[:-1], chunks[-1]
     assert [c.frames for c in render] == [[[1, 4]], [[5, 8]], [[9, 10]]]
-    assert render[0].params == {"filepath": "/farm/shot.blend", "output_path": "/farm/frames/shot_####",
-                                "format": "PNG"}
+    assert render[0].params["args"] == ["/farm/shot.blend", "-o", "/farm/frames/shot_####", "-F", "PNG",
+                                        "-s", "1", "-e", "4", "-a"]
+    assert render[0].params["paths"] == [
+        {"setting": "filepath", "path": "/farm/shot.blend", "access": "read"},
+        {"setting": "output_path", "path": "/farm/frames/shot_####", "access": "write"}]
     assert video.command == "ffmpeg_encode"
     assert video.depends_on == (0, 1, 2)
     assert video.frames == []
-    assert video.params["video_path"] == "/farm/frames/shot.mp4"
-    assert video.params["frames"] == [[1, 10]]
+    assert video.params["args"] == ["--pattern", "/farm/frames/shot_####", "--format", "PNG", "--frames=1-10",
+                                    "--fps", "24", "--output", "/farm/frames/shot.mp4"]
+    assert video.params["done_on_exit"] is True
     assert video.parser == "ffmpeg"
+    assert [c.step for c in chunks] == ["render"] * 3 + ["video"]
 
 
 def test_blender_task_without_video_has_no_encode_chunk():
     chunks = compiled("blender_render", {"filepath": "/f/a.blend", "output_path": "/o/a_##",
                                          "frames": "1,3", "chunk_size": 1})
     assert [c.command for c in chunks] == ["blender_render", "blender_render"]
+    assert [c.frames for c in chunks] == [[[1, 1]], [[3, 3]]]
 
 
 @pytest.mark.parametrize("settings,field", [

@@ -1,4 +1,4 @@
-"""The ffmpeg_encode executor and Blender's file-name rule it depends on."""
+"""The ffmpeg_encode command (agent.children.encode_frames) and Blender's file-name rule it depends on."""
 from __future__ import annotations
 
 import os
@@ -6,12 +6,7 @@ import os
 import pytest
 
 from agent.blender_paths import frame_path
-from agent.errors import PreflightFailed, UnsupportedParams
-from agent.executors import ffmpeg_encode
-from common.config import Config
-from common.messages import ChunkAssign
-
-CONFIG = Config(ffmpeg="/usr/local/bin/ffmpeg")
+from agent.children import encode_frames
 
 
 # Expected values are what Blender 3.4.1's scene.render.frame_path() returned.
@@ -35,51 +30,40 @@ def test_frame_files_follow_blenders_naming_rule(output, file_format, frame, exp
     assert frame_path(output, frame, file_format) == expected
 
 
-def params(tmp_path, **extra):
-    return {"output_path": str(tmp_path / "f_###"), "format": "PNG", "frames": [[1, 2], [4, 4]],
-            "fps": 24, "video_path": str(tmp_path / "video" / "out.mp4"), **extra}
-
-
-def chunk(p: dict) -> ChunkAssign:
-    return ChunkAssign(chunk_id=9, task_id=1, lease_id="L", attempt=1, command="ffmpeg_encode",
-                       parser="ffmpeg", params=p, frames=[[1, 2], [4, 4]])
-
-
 def test_ffmpeg_argv_reads_a_numbered_sequence_and_encodes_even_sized_h264():
-    argv = ffmpeg_encode.build_argv({"fps": 25, "video_path": "/v/out.mp4"}, "/tmp/seq/%06d.png", CONFIG)
+    argv = encode_frames.build_argv("/usr/local/bin/ffmpeg", 25, "/tmp/seq/%06d.png", "/v/out.mp4")
     assert argv == ["/usr/local/bin/ffmpeg", "-y", "-framerate", "25", "-i", "/tmp/seq/%06d.png",
                     "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-c:v", "libx264",
                     "-pix_fmt", "yuv420p", "-r", "25", "/v/out.mp4"]
 
 
-def test_ffmpeg_prepare_links_every_frame_file_in_order_and_cleans_up(tmp_path):
+def test_every_frame_file_is_linked_in_order_as_a_dense_sequence(tmp_path):
     for frame in (1, 2, 4):
         (tmp_path / f"f_{frame:03d}.png").write_bytes(b"png")
-    command = ffmpeg_encode.prepare(chunk(params(tmp_path)), CONFIG)
-    pattern = command.argv[command.argv.index("-i") + 1]
-    sequence = os.path.dirname(pattern)
-    assert pattern.endswith("%06d.png")
+    files = encode_frames.input_files(str(tmp_path / "f_###"), "PNG", [1, 2, 4])
+    sequence = tmp_path / "seq"
+    sequence.mkdir()
+    pattern = encode_frames.link_sequence(files, str(sequence))
+    assert pattern == f"{sequence}/%06d.png"
     links = sorted(os.listdir(sequence))
     assert links == ["000001.png", "000002.png", "000003.png"]
-    assert [os.readlink(os.path.join(sequence, name)) for name in links] == [
-        f"{tmp_path}/f_00{n}.png" for n in (1, 2, 4)]
-    assert command.all_done_on_success and (tmp_path / "video").is_dir()
-    command.cleanup()
-    assert not os.path.exists(sequence)
+    assert [os.readlink(sequence / name) for name in links] == [f"{tmp_path}/f_00{n}.png" for n in (1, 2, 4)]
 
 
-def test_ffmpeg_fails_before_starting_when_an_input_frame_is_missing(tmp_path):
+def test_a_missing_input_frame_fails_before_ffmpeg_starts_and_says_which(tmp_path, capsys):
     (tmp_path / "f_001.png").write_bytes(b"png")
-    with pytest.raises(PreflightFailed, match=r"missing input frame 2: .*f_002\.png"):
-        ffmpeg_encode.prepare(chunk(params(tmp_path)), CONFIG)
+    code = encode_frames.main(["--ffmpeg", "/nonexistent/ffmpeg", "--pattern", str(tmp_path / "f_###"),
+                               "--format", "PNG", "--frames=1-2", "--fps", "24",
+                               "--output", str(tmp_path / "v.mp4")])
+    assert code == 1
+    assert capsys.readouterr().out.strip() == f"Error: missing input frame 2: {tmp_path}/f_002.png"
 
 
-@pytest.mark.parametrize(("extra", "reason"), [
-    ({"codec": "vp9"}, "unsupported params codec"),
-    ({"fps": 0}, "params.fps: must be at least 1"),
-    ({"frames": "1-3"}, "params.frames must be a list"),
-    ({"output_path": "//renders/f_###"}, "blend-relative"),
-])
-def test_ffmpeg_refuses_params_it_cannot_run(tmp_path, extra, reason):
-    with pytest.raises(UnsupportedParams, match=reason):
-        ffmpeg_encode.prepare(chunk(params(tmp_path, **extra)), CONFIG)
+@pytest.mark.parametrize("bad", [["--fps", "0"], ["--format", "GIF"], ["--codec", "vp9"]])
+def test_the_encoder_refuses_arguments_it_cannot_run(tmp_path, bad):
+    args = {"--ffmpeg": "ffmpeg", "--pattern": str(tmp_path / "f_###"), "--format": "PNG",
+            "--frames": "1", "--fps": "24", "--output": str(tmp_path / "v.mp4")}
+    argv = [x for k, v in args.items() if k != bad[0] for x in (k, v)] + bad
+    with pytest.raises(SystemExit) as exited:
+        encode_frames.main(argv)
+    assert exited.value.code == 2

@@ -213,3 +213,87 @@ def test_noop_parser_ignores_output_and_finish_all_marks_every_frame():
     assert parser.feed("anything") is False
     parser.finish_all()
     assert parser.progress.frames_done == [4, 5]
+
+
+# ---------------------------------------------------------------- regex parsers from job-type files
+
+def _regex_spec(file_name: str) -> dict:
+    from pathlib import Path
+
+    from common.jobtypes import load_file
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "jobtypes"
+    return load_file(docs / file_name).steps[0].regex.as_dict()
+
+
+def test_the_husk_regex_parser_reads_alfred_progress_from_the_stand_in(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from agent.parsers import PARSERS
+
+    out = tmp_path / "r.$F4.exr"
+    (tmp_path / "shot.usd").write_text("#usda 1.0\n")
+    run = subprocess.run([sys.executable, "-m", "tests.standins.husk", str(tmp_path / "shot.usd"),
+                          "--renderer", "BRAY_HdKarma", "--frame", "5", "--frame-count", "4", "--output",
+                          str(out), "--make-output-path", "--verbose", "a2"],
+                         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2],
+                         env={"HOUDINI_STANDIN_SECONDS_PER_FRAME": "0"})
+    lines = run.stdout.splitlines()
+    assert "ALF_PROGRESS 12%" in lines and lines[-1] == "ALF_PROGRESS 100%"
+    parser = PARSERS["regex"]([5, 6, 7, 8], _regex_spec("husk.yaml"))
+    seen = []
+    for line in lines:
+        parser.feed(line)
+        seen.append(list(parser.progress.frames_done))
+    assert seen[lines.index("ALF_PROGRESS 50%")] == [5, 6]
+    assert parser.progress.frames_done == [5, 6, 7, 8]
+
+
+def test_the_percent_parser_maps_40_percent_of_ten_frames_to_the_first_four():
+    from agent.parsers.regex import RegexParser
+
+    parser = RegexParser(list(range(1, 11)), {"progress": r"ALF_PROGRESS (\d+)%", "progress_unit": "percent"})
+    assert parser.feed("ALF_PROGRESS 40%")
+    assert (parser.progress.frames_done, parser.progress.frame_current) == ([1, 2, 3, 4], 5)
+    assert not parser.feed("ALF_PROGRESS 30%")  # progress never goes back
+    assert not parser.feed("unrelated line")
+
+
+NUKE_OUTPUT = """\
+Nuke 15.1v2, 64 bit, built Apr 12 2024.
+Frame 11 (1 of 3)
+Writing /farm/comp/sh010.0011.exr took 1.52 seconds
+Frame 12 (2 of 3)
+Writing /farm/comp/sh010.0012.exr took 1.31 seconds
+Frame 13 (3 of 3)
+ERROR: Read1: /farm/plates/sh010.0013.exr: No such file or directory
+"""
+
+
+def test_the_nuke_regex_parser_counts_frames_and_files_and_keeps_the_error():
+    from agent.parsers import PARSERS
+
+    parser = PARSERS["regex"]([11, 12, 13], _regex_spec("nuke.yaml"))
+    for line in NUKE_OUTPUT.splitlines():
+        parser.feed(line)
+    assert parser.progress.frames_done == [11, 12]
+    assert parser.progress.files == ["/farm/comp/sh010.0011.exr", "/farm/comp/sh010.0012.exr"]
+    assert parser.progress.frame_current == 13
+    assert parser.progress.error.startswith("ERROR: Read1")
+
+
+def test_a_fatal_pattern_dooms_the_chunk_and_a_bad_pattern_is_refused():
+    import pytest
+
+    from agent.errors import UnsupportedParams
+    from agent.parsers.regex import RegexParser
+
+    parser = RegexParser([1], {"progress": r"F(\d+)", "fatal": "^License denied"})
+    parser.feed("License denied for node 3")
+    assert parser.progress.fatal == "License denied for node 3"
+    with pytest.raises(UnsupportedParams, match="progress must have exactly 1 group"):
+        RegexParser([1], {"progress": r"F\d+"})
+    with pytest.raises(UnsupportedParams, match="parser_spec.error"):
+        RegexParser([1], {"progress": r"F(\d+)", "error": "("})

@@ -105,27 +105,35 @@ def test_any_of_several_roots_will_do(farm, tmp_path):
     assert inside_roots(str(other / "x.blend"), [str(root), str(other)])
 
 
+def paths(**named: str) -> dict:
+    return {"paths": [{"setting": k, "path": v, "access": "read" if k == "filepath" else "write"}
+                      for k, v in named.items()]}
+
+
 def test_chunk_params_are_checked_with_output_and_video_paths(farm):
     root, _ = farm
     blend = str(root / "shots" / "010.blend")
-    resolved = check_params({"filepath": blend, "output_path": "//r/f_##", "video_path": f"{root}/r/f.mp4",
-                             "format": "PNG"}, [str(root)])
+    resolved = check_params(paths(filepath=blend, output_path=f"{root}/shots/r/f_##",
+                                  video_path=f"{root}/r/f.mp4"), [str(root)])
     assert set(resolved) == {"filepath", "output_path", "video_path"}
     with pytest.raises(ValidationError) as caught:
-        check_params({"filepath": blend, "output_path": "/tmp/f_##"}, [str(root)])
-    assert caught.value.field == "params.output_path"
+        check_params(paths(filepath=blend, output_path="/tmp/f_##"), [str(root)])
+    assert caught.value.field == "params.paths.output_path"
+    with pytest.raises(ValidationError) as caught:  # the compiler resolved '//' already: never here
+        check_params(paths(output_path="//r/f_##"), [str(root)])
+    assert caught.value.field == "params.paths.output_path"
 
 
 def test_blender_settings_are_checked_against_the_roots_but_sleep_has_no_paths(farm):
     root, _ = farm
-    blender = jobtypes.TASK_TYPES["blender_render"]
+    blender = jobtypes.task_type("blender_render")
     blend = str(root / "shots/010.blend")
     ok = blender.validate({"frames": "1", "filepath": blend, "output_path": "//o/f_#"})
     jobtypes.check_paths(blender, ok.settings, (str(root),))
     bad = blender.validate({"frames": "1", "filepath": "/etc/passwd", "output_path": "//o/f_#"})
     with pytest.raises(ValidationError, match="settings.filepath"):
         jobtypes.check_paths(blender, bad.settings, (str(root),))
-    jobtypes.check_paths(jobtypes.TASK_TYPES["sleep"], {"frames": [[1, 1]]}, (str(root),))
+    jobtypes.check_paths(jobtypes.task_type("sleep"), {"frames": [[1, 1]]}, (str(root),))
 
 
 def test_storage_roots_come_from_the_environment_or_default_to_the_data_directory(tmp_path):
