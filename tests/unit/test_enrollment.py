@@ -83,7 +83,7 @@ class Capture(Publisher):
         self.headers: list[dict] = []
 
     def publish_raw(self, body, exchange, routing_key, priority=0, persistent=True, declare=None,
-                    headers=None):
+                    headers=None, expiration_s=None):
         self.headers.append(headers or {})
 
 
