@@ -169,7 +169,8 @@ class Dispatcher:
         if msg is None:
             return
         body = body_bytes(message)
-        refusal = self.verifier.refusal(msg, body, message.headers or {}, self.ctx.clock(), queue)
+        refusal = self.verifier.refusal(msg, body, message.headers or {}, self.ctx.clock(),
+                                        message.delivery_info.get("routing_key", ""))
         if refusal is not None:
             log.warning("dead-lettering a %s: %s", msg.kind, refusal)
             self.publisher.dead_letter_delivery(message, refusal, queue)
