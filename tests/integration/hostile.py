@@ -23,8 +23,7 @@ import amqp
 import amqp.exceptions
 
 from agent.agent import Agent
-from agent.executors import EXECUTORS
-from agent.registry import Registry
+from agent.registry import CommandSpec, Registry
 from common import enrollment, messages, signing, topology
 from common.bus import CONTENT_TYPE
 from common.config import Config, load_config
@@ -173,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay", default="")
     args = parser.parse_args(argv)
     config = load_config()
-    agent = Agent(config, args.name, [args.pool], Registry(executors={"noop": EXECUTORS["noop"]}))
+    agent = Agent(config, args.name, [args.pool], Registry(specs={"noop": CommandSpec("noop", None)}))
     agent.start(timeout=30)
     if not agent.signer.welcomed.wait(30):
         print(json.dumps([{"try": "join the farm", "outcome": "never welcomed"}]))
