@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from agent.agent import Agent
+from agent.agent import EXIT_RESTART, Agent
 from agent.registry import Registry
 from common.config import Config, default_agent_name, load_config
 from common.errors import ConfigError
@@ -37,7 +37,7 @@ def run_agent(config: Config, name: str, pools: list[str], registry: Registry | 
     """
     try:
         agent = Agent(config, name, pools, registry)
-    except ConfigError as exc:  # a bad CORRAL_AGENT_COMMANDS file: a sentence, not a traceback
+    except ConfigError as exc:  # a bad CORRAL_AGENT_COMMANDS file, no credential: a sentence
         log.error("%s", exc)
         return 78  # EX_CONFIG
     received = 0
@@ -68,7 +68,7 @@ def run_agent(config: Config, name: str, pools: list[str], registry: Registry | 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         pidfile.unlink(missing_ok=True)
-    if agent.exit_code:
+    if agent.exit_code == EXIT_RESTART:
         log.info("exiting with %d so that the supervisor starts the agent again", agent.exit_code)
     return agent.exit_code
 

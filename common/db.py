@@ -7,6 +7,7 @@ order inside a transaction; ``schema_version`` records what has run.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,6 +86,14 @@ def _m_sessions_and_listing_indexes(db: Database) -> None:
                    "WHERE waiting_reason <> ''")
 
 
+def _m_agent_security(db: Database) -> None:
+    """Enrollments, the farm's command key, and the replay guard on hellos (issue 14)."""
+    db.create_tables([models.Enrollment, models.FarmSecret], safe=True)
+    _add_column_if_missing(db, "workers", "hello_sent_at", "DOUBLE PRECISION")
+    if models.FarmSecret.get_or_none(models.FarmSecret.name == "command_key") is None:
+        models.FarmSecret.create(name="command_key", value=secrets.token_hex(32))
+
+
 # Append only: a released migration never changes. Migration 1 creates every
 # model's table as the models stand; later migrations must therefore be
 # idempotent (add a column only if it is missing, create tables with safe=True)
@@ -113,7 +122,7 @@ def _m_worker_control(db: Database) -> None:
 
 MIGRATIONS: list[Callable[[Database], None]] = [
     _m1_initial, _m_farm_counts, _m_chunk_step, _m_standby_dispatchers, _m_sessions_and_listing_indexes,
-    _m_worker_control]
+    _m_worker_control, _m_agent_security]
 
 
 def migrate(db: Database) -> int:

@@ -120,7 +120,7 @@ class AgentHello(Message):
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     pid: int = 0
     boot_id: str = ""  # new for every agent process; tells restarts apart
-    sent_at: float = 0.0  # a signed hello older than a few minutes is refused (replay)
+    sent_at: float = 0.0  # a signed hello older than a few minutes, or than the last one, is refused
     # The first readings, so a new worker shows them before its first heartbeat (as in heartbeats).
     update_frequent: dict[str, Any] = dataclasses.field(default_factory=dict)
     update_less_frequent: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -295,6 +295,15 @@ class ControlSleep(Message):
     kind: ClassVar[str] = "control.sleep"
     agent: str
     asleep: bool
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlRevoke(Message):
+    """To one agent: an operator revoked its enrollment; it stops at once and exits."""
+
+    kind: ClassVar[str] = "control.revoke"
+    agent: str
     reason: str = ""
 
 

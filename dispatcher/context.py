@@ -32,6 +32,8 @@ class Context:
     task_commands: dict[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     # Keys issued to agents in this transaction, for the verifier once it commits.
     issued_keys: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    # (agent, pools, commands) of accepted hellos: their queues are declared before the outbox goes.
+    joined: list[tuple[str, list[str], list[str]]] = dataclasses.field(default_factory=list)
     # The first statement of every transaction: raises unless this dispatcher is the active one
     # (dispatcher/leader.py). The default, for tests driving handlers directly, checks nothing.
     fence: Callable[[], None] = lambda: None

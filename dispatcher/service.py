@@ -17,13 +17,13 @@ from typing import Any
 from kombu import Consumer
 from peewee import InterfaceError, OperationalError
 
-from common import messages
+from common import messages, signing
 from common.bus import CONNECTION_ERRORS, Bus, Publisher, body_bytes, decode_or_dead_letter
 from common.config import Config
 from common.db import open_and_migrate
 from common.errors import BrokerUnavailable
 from common.models import database_proxy
-from dispatcher import changes, chunks, fleet, leases, metrics, release, tasks, workers
+from dispatcher import changes, chunks, fleet, identity, leases, metrics, release, tasks, workers
 from dispatcher.context import Context
 from dispatcher.identity import Verifier
 from dispatcher.leader import Leader, LeadershipLost
@@ -64,7 +64,7 @@ class Dispatcher:
         # Standby dispatchers: only the leader consumes, and every transaction checks its epoch.
         self.leader = Leader(config.namespace, config.leader_lease_s, clock)
         self.ctx.fence = self.leader.check_fence
-        self.verifier = Verifier(config.agent_secret)
+        self.verifier = Verifier(config)
         self.publisher: Publisher | None = None
         self.changes = changes.ChangePublisher(self.bus)
         self._stopping = threading.Event()
@@ -101,6 +101,7 @@ class Dispatcher:
 
     def run(self) -> None:
         open_and_migrate(self.config.resolved_database_url)
+        self.verifier.command_key = signing.command_key(self.config.command_key)
         self.publisher = metrics.instrument(self.bus.publisher())
         while not self._stopping.is_set():
             try:
@@ -171,7 +172,8 @@ class Dispatcher:
         if msg is None:
             return
         body = body_bytes(message)
-        refusal = self.verifier.refusal(msg, body, message.headers or {}, self.ctx.clock())
+        refusal = self.verifier.refusal(msg, body, message.headers or {}, self.ctx.clock(),
+                                        message.delivery_info.get("routing_key", ""))
         if refusal is not None:
             log.warning("dead-lettering a %s: %s", msg.kind, refusal)
             self.publisher.dead_letter_delivery(message, refusal, queue)
@@ -255,6 +257,10 @@ class Dispatcher:
         self._flush_outbox()
 
     def _flush_outbox(self) -> None:
+        try:
+            identity.declare_joined(self.ctx, self.publisher)
+        except BrokerUnavailable as exc:
+            log.warning("could not declare the queues of new agents: %s", exc)
         self.changes.after_commit(self.ctx)
         outbox, self.ctx.outbox = self.ctx.outbox, []
         for message, agent in outbox:
@@ -277,6 +283,7 @@ class Dispatcher:
                     self.ctx.fence()
                     metrics.agents_lost(workers.check_lost(self.ctx))
                     fleet.check_schedules(self.ctx)
+                    self.verifier.cut_off_revoked(self.ctx)
                 if now >= self._next_sweep:
                     # The safety net: release even if no event asked for it.
                     self.ctx.release_wanted = True
@@ -329,6 +336,13 @@ def run_dispatcher(config: Config, metrics_port: int | None = None, metrics_host
         except OSError as exc:
             raise SystemExit(f"corral dispatcher: cannot serve metrics on {metrics_host}:{metrics_port}: "
                              f"{exc.strerror or exc}") from None
+    open_and_migrate(config.resolved_database_url)
+    with database_proxy.connection_context():
+        refusal = identity.startup_refusal(config)
+    if refusal:
+        log.error("%s", refusal)
+        print(f"corral dispatcher: {refusal}", flush=True)
+        return 2
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signum)

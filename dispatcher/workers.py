@@ -20,6 +20,7 @@ from common.models import (
 )
 from dispatcher import changes, fleet
 from dispatcher.context import Context
+from dispatcher.identity import wrap_secret_for
 from dispatcher.leases import requeue_lost
 
 log = logging.getLogger("dispatcher.workers")
@@ -41,8 +42,10 @@ def on_hello(ctx: Context, msg: messages.AgentHello) -> None:
     if worker.boot_id and msg.boot_id and worker.boot_id != msg.boot_id:
         # A new process under the same name: whatever the old one ran is lost.
         requeue_lost(ctx, worker, "agent restarted")
-    if ctx.config.agent_secret:
-        welcome(ctx, worker, msg)
+    ctx.joined.append((msg.agent, list(msg.pools), list(msg.commands)))
+    secret = wrap_secret_for(ctx.config, msg.agent)
+    if secret:
+        welcome(ctx, worker, msg, secret)
     # The hello's first readings, if it has any (an older agent's has none: keep the stored ones).
     readings = {name: value for name, value in (("update_frequent", msg.update_frequent),
                                                 ("update_less_frequent", msg.update_less_frequent)) if value}
@@ -50,7 +53,7 @@ def on_hello(ctx: Context, msg: messages.AgentHello) -> None:
         hostname=msg.hostname, system=msg.system, pools=msg.pools, commands=msg.commands,
         ip_address=msg.ip_address, mac_address=msg.mac_address, versions=msg.versions,
         boot_id=msg.boot_id, departed_boot_id="", connection=ONLINE, last_heartbeat=ctx.clock(),
-        activity=worker.activity or "idle", **readings,
+        activity=worker.activity or "idle", hello_sent_at=msg.sent_at or None, **readings,
     ).where(Worker.id == worker.id).execute()
     fleet.after_hello(ctx, worker, msg)
     if worker.connection != ONLINE:
@@ -58,7 +61,7 @@ def on_hello(ctx: Context, msg: messages.AgentHello) -> None:
     ctx.wake_release()
 
 
-def welcome(ctx: Context, worker: Worker, msg: messages.AgentHello) -> None:
+def welcome(ctx: Context, worker: Worker, msg: messages.AgentHello, secret: str) -> None:
     """Issue (or, for a reconnecting process, re-send) the agent's signing key."""
     if worker.boot_id == msg.boot_id and worker.signing_key:
         key = bytes.fromhex(worker.signing_key)
@@ -69,7 +72,7 @@ def welcome(ctx: Context, worker: Worker, msg: messages.AgentHello) -> None:
     ctx.issued_keys[msg.agent] = key
     ctx.send(messages.ControlWelcome(
         agent=msg.agent, boot_id=msg.boot_id, nonce=nonce,
-        wrapped_key=signing.wrap(ctx.config.agent_secret, msg.agent, msg.boot_id, nonce, key)), msg.agent)
+        wrapped_key=signing.wrap(secret, msg.agent, msg.boot_id, nonce, key)), msg.agent)
 
 
 def on_heartbeat(ctx: Context, msg: messages.AgentHeartbeat) -> None:

@@ -34,6 +34,7 @@ SAMPLES = [
     messages.ControlPools(agent="a1", pools=["gpu", "default"]),
     messages.ControlStop(agent="a1", mode="restart"),
     messages.ControlSleep(agent="a1", asleep=True, reason="mon 09:00-19:00 UTC"),
+    messages.ControlRevoke(agent="a1", reason="enrollment revoked"),
 ]
 
 
