@@ -25,6 +25,7 @@ import uuid
 from typing import Any
 
 from kombu import Connection, Consumer
+from kombu.exceptions import ChannelError
 
 from agent import executors, machine
 from agent.errors import AgentStartError, ChunkRefused, PreflightFailed, UnsupportedParams
@@ -35,11 +36,12 @@ from agent.parsers.base import RefusedParser
 from agent.registry import Registry, default_registry
 from agent.runner import ChunkRun, Result
 from common import storage
-from common.bus import CONNECTION_ERRORS, CONTENT_TYPE, Bus, decode_or_dead_letter
+from common.bus import CONNECTION_ERRORS, CONTENT_TYPE, Bus, decode_or_dead_letter, is_not_found
 from common.config import Config
-from common.errors import BrokerUnavailable, ValidationError
+from common.errors import BrokerUnavailable, ConfigError, ValidationError
 from common.frames import expand
 from common.messages import (
+    WORKER_ACTIONS,
     AgentGoodbye,
     AgentHello,
     ChunkAssign,
@@ -48,7 +50,11 @@ from common.messages import (
     ChunkStarted,
     ControlAbort,
     ControlHalt,
+    ControlPools,
     ControlResume,
+    ControlRevoke,
+    ControlSleep,
+    ControlStop,
     ControlWelcome,
     Message,
 )
@@ -60,8 +66,13 @@ BUSY_DRAIN_S = 0.01
 IDLE_DRAIN_S = 0.5
 MAX_RECONNECT_DELAY_S = 30.0
 HELLO_RETRY_S = 5.0
+TOPOLOGY_RETRY_S = 1.0
+EXIT_REVOKED = 77  # EX_NOPERM: the operator revoked this node; restarting it will not help
 # Commands that run inside the agent and finish at once (no child process).
 INLINE_COMMANDS = frozenset({"noop"})
+# Exit codes of the agent process: 0 after a stop (signal, `control.stop` stop or stop_now);
+# EXIT_RESTART (EX_TEMPFAIL) after `control.stop` restart, which supervisors restart on.
+EXIT_OK, EXIT_RESTART = 0, 75
 
 
 class ChunkLog(logging.LoggerAdapter):
@@ -95,10 +106,14 @@ class Agent:
         self.topology = self.bus.topology
         self.publisher = self.bus.publisher()  # shared by the consumer and runner threads
         self.boot_id = uuid.uuid4().hex
-        # With a farm agent secret, every event is signed and no chunk is taken
-        # before the dispatcher's welcome brings this process its key.
-        self.signer = Signer(name, config.agent_secret) if config.agent_secret else None
+        # With a credential (or the farm's bootstrap secret), every event is signed, the agent
+        # declares nothing (its broker user may not), and no chunk is taken before the
+        # dispatcher's welcome brings this process its key.
+        self.signer = _signer(config, name)
         self.bus.signer = self.signer
+        self.bus.passive = self.signer is not None
+        self.exit_code = 0
+        self._attached = False
         self._hello_sent_at = 0.0
         self.halted = HaltSet()
         self.held: Held | None = None
@@ -107,6 +122,11 @@ class Agent:
         self._ready = threading.Event()
         self._finished = threading.Event()
         self._chunk_consumers: list[Consumer] = []
+        self._chunk_channel: Any = None
+        # Operator control (control.stop / control.sleep): the exit code and the goodbye's reason.
+        self.exit_code = EXIT_OK
+        self._stop_reason = ""
+        self.asleep = False
         self._consuming = False
         self._connected_once = False
         self._reconnect_delay_s = 1.0
@@ -190,7 +210,11 @@ class Agent:
     def _session(self) -> None:
         """One broker connection: consume until stopped; connection errors propagate."""
         with self.bus.connect(heartbeat=self.config.amqp_heartbeat_s) as conn:
-            self._declare_consumers(conn)
+            if not self._wait_for_topology(conn):
+                return
+            self._attached = False
+            if not self.bus.passive:
+                self._declare_consumers(conn)
             self._say_hello()
             if self._connected_once:
                 log.info("agent %s reconnected to %s", self.name, conn.as_uri(include_password=False))
@@ -200,24 +224,74 @@ class Agent:
             while self._step(conn):
                 pass
 
+    def _wait_for_topology(self, conn: Connection) -> bool:
+        """Check (or, unauthenticated, declare) the core topology; wait while the dispatcher has not
+        made it yet. False when asked to stop meanwhile."""
+        waited = False
+        while not self._closing():
+            try:
+                self.bus.declare_core(conn.channel())
+                if waited:
+                    log.info("agent %s: the farm's exchanges and queues are there now", self.name)
+                return True
+            except ChannelError as exc:
+                if not is_not_found(exc):
+                    raise
+                if not waited:
+                    log.warning("agent %s: the farm's exchanges and queues do not exist yet (has the "
+                                "dispatcher ever run on namespace %s?); waiting", self.name,
+                                self.topology.namespace)
+                waited = True
+                self._kill_requested.wait(TOPOLOGY_RETRY_S)
+        return False
+
+    def _attach(self, conn: Connection) -> None:
+        """Consume once the dispatcher has made this agent's queues (it does on our hello)."""
+        channel = conn.channel()
+        try:
+            self.topology.agent_queue(self.name)(channel).queue_declare(passive=True)
+        except ChannelError as exc:
+            if not is_not_found(exc):
+                raise
+            return
+        finally:
+            channel.close()
+        self._declare_consumers(conn)
+
     def _declare_consumers(self, conn: Connection) -> None:
+        declare = not self.bus.passive
         control_channel = conn.channel()
-        self.bus.declare_core(control_channel)
         agent_queue = self.topology.agent_queue(self.name)
-        control = Consumer(control_channel, [agent_queue], accept=[CONTENT_TYPE],
+        control = Consumer(control_channel, [agent_queue], accept=[CONTENT_TYPE], auto_declare=declare,
                            on_message=functools.partial(self._on_control, agent_queue.name))
         control.consume()
-        chunk_channel = conn.channel()
+        self._chunk_channel = conn.channel()
         # One unacked chunk at a time across every chunk queue of this agent. Quorum queues
         # refuse a channel-wide (global) prefetch: there each consumer gets one, and a
         # delivery that arrives while a chunk is held goes back to its queue (_on_chunk).
-        chunk_channel.basic_qos(0, 1, self.topology.queue_type == "classic")
-        self._chunk_consumers = [
-            Consumer(chunk_channel, [queue], accept=[CONTENT_TYPE],
-                     on_message=functools.partial(self._on_chunk, queue.name))
-            for queue in self._chunk_queues()
-        ]
+        self._chunk_channel.basic_qos(0, 1, self.topology.queue_type == "classic")
+        self._chunk_consumers = self._new_chunk_consumers()
         self._consuming = False
+        self._attached = True
+
+    def _new_chunk_consumers(self) -> list[Consumer]:
+        declare = not self.bus.passive
+        return [Consumer(self._chunk_channel, [queue], accept=[CONTENT_TYPE], auto_declare=declare,
+                         on_message=functools.partial(self._on_chunk, queue.name))
+                for queue in self._chunk_queues()]
+
+    def resubscribe(self, pools: list[str]) -> None:
+        """Take chunks from ``pools`` from now on: swap the chunk consumers, keep the connection.
+
+        Runs on the consumer thread (from a control message). A chunk being run is
+        not touched; the new consumers start when the agent next wants work.
+        """
+        if sorted(pools) == sorted(self.pools):
+            return
+        log.info("agent %s: pools %s -> %s", self.name, ",".join(self.pools), ",".join(pools))
+        self._set_consuming(False)
+        self.pools = list(pools)
+        self._chunk_consumers = self._new_chunk_consumers()  # declares the new queues
 
     def _chunk_queues(self) -> list[Any]:
         return [self.topology.chunk_queue(pool, command)
@@ -234,10 +308,13 @@ class Agent:
             self._set_consuming(False)
             return False
         if not self._welcomed() and time.monotonic() - self._hello_sent_at > HELLO_RETRY_S:
-            log.warning("agent %s: no welcome from the dispatcher yet (is it running, with the same "
-                        "CORRAL_AGENT_SECRET?); saying hello again", self.name)
+            log.warning("agent %s: no welcome from the dispatcher yet (is it running? is this node "
+                        "enrolled, with this credential?); saying hello again", self.name)
             self._say_hello()
-        self._set_consuming(held is None and not self._stop_requested.is_set() and self._welcomed())
+        if not self._attached:
+            self._attach(conn)
+        self._set_consuming(self._attached and held is None and not self._stop_requested.is_set()
+                            and self._welcomed() and not self.asleep)
         busy = held is not None or self._stop_requested.is_set()
         try:
             conn.drain_events(timeout=BUSY_DRAIN_S if busy else IDLE_DRAIN_S)
@@ -266,7 +343,7 @@ class Agent:
             if held.thread is not None:
                 held.thread.join(self.config.kill_grace_s + 5)
         self._heartbeat.stop()
-        reason = "killed" if self._kill_requested.is_set() else "stopped"
+        reason = self._stop_reason or ("killed" if self._kill_requested.is_set() else "stopped")
         try:
             self.publisher.event(AgentGoodbye(agent=self.name, reason=reason, boot_id=self.boot_id))
         except BrokerUnavailable as exc:
@@ -309,6 +386,8 @@ class Agent:
             if msg.action == "cancel" and held is not None and held.assign.task_id == msg.task_id:
                 log.info("task %s canceled: killing its chunk %s", msg.task_id, held.assign.chunk_id)
                 held.run.cancel("canceled", f"task {msg.task_id} canceled")
+        elif isinstance(msg, (ControlPools, ControlStop, ControlSleep, ControlRevoke)):
+            self._on_operator_control(msg)
         elif isinstance(msg, ControlResume):
             self.halted.discard(msg.task_id)
         elif isinstance(msg, ControlWelcome):
@@ -320,7 +399,39 @@ class Agent:
         else:
             log.warning("ignoring unexpected %s on the control queue", msg.kind)
 
+    def _on_operator_control(self, msg: ControlPools | ControlStop | ControlSleep | ControlRevoke) -> None:
+        """Pools, stop actions, sleep windows and revocations the operator set through the dispatcher."""
+        if msg.agent != self.name:
+            return
+        if isinstance(msg, ControlRevoke):
+            log.error("agent %s: the operator revoked this node (%s); stopping", self.name, msg.reason)
+            self.exit_code = EXIT_REVOKED
+            self.request_kill()
+        elif isinstance(msg, ControlPools):
+            self.resubscribe(msg.pools)
+        elif isinstance(msg, ControlSleep):
+            if msg.asleep != self.asleep:
+                log.info("agent %s: %s (%s)", self.name, "asleep: taking no chunks" if msg.asleep
+                         else "awake: taking chunks again", msg.reason or "sleep schedule")
+            self.asleep = msg.asleep
+        elif msg.mode not in WORKER_ACTIONS:
+            log.warning("agent %s: ignoring control.stop with unknown mode %r", self.name, msg.mode)
+        else:
+            # Repeats are harmless (the dispatcher re-sends after each hello); stop_now may escalate
+            # a stop under way, and restart turns one into a restart.
+            log.info("agent %s: %s requested by the operator", self.name, msg.mode)
+            self._stop_reason = self._stop_reason or f"{msg.mode} requested by the operator"
+            if msg.mode == "restart":
+                self.exit_code = EXIT_RESTART
+            if msg.mode == "stop_now":
+                self.request_kill()
+            else:
+                self.request_stop()
+
     def _on_chunk(self, queue: str, message: Any) -> None:
+        if not self._welcomed():  # taken in the instant of a revocation: hand it back
+            message.requeue()
+            return
         msg = decode_or_dead_letter(self.publisher, message, queue)
         if msg is None:
             return
@@ -373,6 +484,8 @@ class Agent:
     def _decline_reason(self, assign: ChunkAssign) -> str:
         if self._stop_requested.is_set():
             return "agent stopping"
+        if self.asleep:
+            return f"agent {self.name} is asleep (sleep schedule)"
         if self.name in assign.exclude_agents:
             return f"agent {self.name} is excluded"
         if self.registry.spec(assign.command) is None:
@@ -475,3 +588,15 @@ class Agent:
                 log.warning("%s not sent yet (%s); retrying", message.kind, exc)
                 self._kill_requested.wait(1.0)
 
+
+
+def _signer(config: Config, name: str) -> Signer | None:
+    """How this agent proves who it is; without anything, only an insecure or in-process farm takes it."""
+    credential = config.resolved_agent_credential
+    if credential or config.agent_secret:
+        return Signer(name, config.agent_secret, credential)
+    if not (config.insecure_agents or config.embedded_broker):
+        raise ConfigError("this agent has no credential: enroll it (`corral agent enroll NAME`) and set "
+                          "CORRAL_AGENT_CREDENTIAL_FILE, or set CORRAL_INSECURE_AGENTS=true on a trusted "
+                          "network")
+    return None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from agent.agent import Agent
+from agent.agent import EXIT_RESTART, Agent
 from agent.registry import Registry
 from common.config import Config, default_agent_name, load_config
 from common.errors import ConfigError
@@ -32,11 +32,12 @@ def run_agent(config: Config, name: str, pools: list[str], registry: Registry | 
     """Run an agent in the foreground with signal handlers; returns the exit code.
 
     SIGTERM or SIGINT: stop after the running chunk; a second one, or SIGUSR1:
-    kill the running chunk and hand it back now.
+    kill the running chunk and hand it back now. Exit code 0, or 75 after the
+    operator's ``restart`` (``control.stop`` with mode restart).
     """
     try:
         agent = Agent(config, name, pools, registry)
-    except ConfigError as exc:  # a bad CORRAL_AGENT_COMMANDS file: a sentence, not a traceback
+    except ConfigError as exc:  # a bad CORRAL_AGENT_COMMANDS file, no credential: a sentence
         log.error("%s", exc)
         return 78  # EX_CONFIG
     received = 0
@@ -67,7 +68,9 @@ def run_agent(config: Config, name: str, pools: list[str], registry: Registry | 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         pidfile.unlink(missing_ok=True)
-    return 0
+    if agent.exit_code == EXIT_RESTART:
+        log.info("exiting with %d so that the supervisor starts the agent again", agent.exit_code)
+    return agent.exit_code
 
 
 def _alive(pid: int) -> bool:

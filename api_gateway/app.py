@@ -17,6 +17,7 @@ import falcon
 import falcon.media
 
 from api_gateway import errors
+from api_gateway.agents import AgentCollection, AgentItem
 from api_gateway.auth import Authentication
 from api_gateway.changefeed import ChangeFeed
 from api_gateway.events import EventPublisher, EventSender
@@ -89,6 +90,8 @@ def create_app(config: Config, publisher: EventPublisher,
     ui = UIPages()
     app.add_route("/ui", ui)
     app.add_route("/ui/{path:path}", ui)
+    app.add_route("/agents", AgentCollection(clock))
+    app.add_route("/agents/{name}", AgentItem(clock))
     app.add_route("/health", Health(events, config.namespace, clock))
     app.add_route("/metrics", MetricsEndpoint())
     app.add_route("/openapi.json", OpenAPIDocument())

@@ -13,9 +13,10 @@ from typing import Any
 import falcon
 
 from api_gateway.media import Body, check_text, parse_json, query_int
-from common import jobtypes
+from common import jobtypes, schedule
 from common.config import Config
 from common.errors import ValidationError
+from common.messages import WORKER_ACTIONS
 from common.models import DISABLED, ENABLED, PAUSED, QUEUED, TASK_STATUSES
 
 POOL_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
@@ -151,20 +152,69 @@ def _ip_address(value: Any) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class WorkerChange:
+    """A checked ``PATCH /workers/{id}``; its fields are those of ``WorkerUpdate``."""
+
     status: str | None = None
     activity: str | None = None
+    pools: list[str] | None = None
+    pools_reset: bool = False
+    action: str | None = None
+    action_clear: bool = False
+    sleep_schedule: dict[str, Any] | None = None
+    sleep_schedule_clear: bool = False
+
+
+WORKER_PATCH_FIELDS = ("status", "pools", "action", "sleep_schedule")
+MAX_POOLS = 16
 
 
 def parse_worker_patch(body: Body) -> WorkerChange:
-    body.reject_unknown(("status",))
-    status = body.get("status")
+    """``status`` (forms may send only this), ``pools``, ``action``, ``sleep_schedule``; at least one.
+
+    ``null`` is meaningful for the last three: back to the agent's own pools,
+    withdraw a pending action, clear the schedule.
+    """
+    body.reject_unknown(("status",) if body.form else WORKER_PATCH_FIELDS)
+    if not any(name in body.fields for name in WORKER_PATCH_FIELDS):
+        raise ValidationError("body", f"give at least one of {', '.join(WORKER_PATCH_FIELDS)}")
+    change = WorkerChange(**_worker_status(body.get("status")))
+    fields = body.fields
+    if "pools" in fields:
+        pools = _pools(fields["pools"])
+        change = dataclasses.replace(change, pools=pools, pools_reset=pools is None)
+    if "action" in fields:
+        action = fields["action"]
+        if action is not None and action not in WORKER_ACTIONS:
+            raise ValidationError("action", f"must be one of {', '.join(WORKER_ACTIONS)}, or null")
+        change = dataclasses.replace(change, action=action, action_clear=action is None)
+    if "sleep_schedule" in fields:
+        raw = fields["sleep_schedule"]
+        stored = None if raw is None else schedule.parse(raw).to_json()
+        change = dataclasses.replace(change, sleep_schedule=stored, sleep_schedule_clear=stored is None)
+    return change
+
+
+def _worker_status(status: Any) -> dict[str, str]:
     if status is None:
-        raise ValidationError("status", "is required")
+        return {}
     if status in WORKER_CONTROL:
-        return WorkerChange(status=status)
+        return {"status": status}
     if status in WORKER_ACTIVITY:
-        return WorkerChange(activity=status)
+        return {"activity": status}
     raise ValidationError("status", f"must be one of {', '.join(WORKER_CONTROL + WORKER_ACTIVITY)}")
+
+
+def _pools(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_POOLS:
+        raise ValidationError("pools", f"must be a list of 1 to {MAX_POOLS} pool names, or null")
+    for index, pool in enumerate(value):
+        if not isinstance(pool, str) or not POOL_RE.match(pool):
+            raise ValidationError(f"pools[{index}]", f"must be a pool name matching {POOL_RE.pattern}")
+        if pool in value[:index]:
+            raise ValidationError(f"pools[{index}]", f"{pool!r} is given twice")
+    return list(value)
 
 
 # Orders GET /tasks can be sorted by (``sort=priority`` ascending, ``sort=-priority`` descending).

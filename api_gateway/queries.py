@@ -142,7 +142,8 @@ def chunks_of(task_id: int) -> list[dict[str, Any]]:
 SUMMARY_COLUMNS = (Worker.id, Worker.name, Worker.activity, Worker.connection, Worker.current_task,
                    Worker.hostname, Worker.ip_address, Worker.port, Worker.status, Worker.system,
                    Worker.pools, Worker.commands, Worker.versions, Worker.last_heartbeat,
-                   Worker.current_chunk, Worker.update_frequent, Worker.update_less_frequent)
+                   Worker.current_chunk, Worker.update_frequent, Worker.update_less_frequent,
+                   Worker.operator_pools, Worker.pending_action, Worker.sleep_schedule, Worker.asleep)
 
 
 def all_workers() -> list[Worker]:

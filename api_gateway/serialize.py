@@ -95,6 +95,17 @@ def worker_summary(worker: Worker) -> dict[str, Any]:
         "last_heartbeat": worker.last_heartbeat,
         "current_chunk": worker.current_chunk,
         "readings": readings(worker),
+        **worker_control(worker),
+    }
+
+
+def worker_control(worker: Worker) -> dict[str, Any]:
+    """The operator's settings: who chose the pools, the action awaited, the sleep schedule."""
+    return {
+        "pools_set_by": "agent" if worker.operator_pools is None else "operator",
+        "pending_action": worker.pending_action,
+        "sleep_schedule": worker.sleep_schedule,
+        "asleep": bool(worker.asleep),
     }
 
 
@@ -126,4 +137,5 @@ def worker_detail(worker: Worker) -> dict[str, Any]:
         "pools": worker.pools,
         "commands": worker.commands,
         "versions": worker.versions,
+        **worker_control(worker),
     }

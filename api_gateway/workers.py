@@ -1,6 +1,7 @@
-"""Worker resources: list, register (legacy workers), show, and change status."""
+"""Worker resources: list, register (legacy workers), show, and operator control."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -54,8 +55,7 @@ class WorkerItem:
     def on_patch(self, req: falcon.Request, resp: falcon.Response, worker_id: int) -> None:
         worker = queries.get_worker(worker_id)
         change = parse_worker_patch(read_body(req))
-        self.events.send(WorkerUpdate(worker_id=worker_id, status=change.status,
-                                      activity=change.activity))
+        self.events.send(WorkerUpdate(worker_id=worker_id, **dataclasses.asdict(change)))
         resp.media = {"task_id": worker.current_task}
 
 

@@ -13,6 +13,7 @@ import threading
 import falcon
 
 from api_gateway.app import create_app
+from common import signing
 from common.bus import Bus, Publisher
 from common.config import Config, load_config
 from common.db import open_and_migrate
@@ -54,7 +55,10 @@ def build_application(config: Config | None = None) -> falcon.App:
     open_and_migrate(config.resolved_database_url)
     scheme = config.resolved_database_url.split(":", 1)[0]  # the URL may hold a password
     log.info("gateway ready: %s database, broker namespace %s", scheme, config.namespace)
-    return create_app(config, LazyPublisher(config))
+    publisher = LazyPublisher(config)
+    # Commands to the dispatcher are signed with a key agents never hold (common/signing.py).
+    publisher.bus.command_key = signing.command_key(config.command_key)
+    return create_app(config, publisher)
 
 
 application = build_application()

@@ -123,6 +123,8 @@ class Farm:
         self.env = {**os.environ, "CORRAL_BROKER_URL": KOMBU_URL,
                     "CORRAL_DATABASE_URL": database_url, "CORRAL_NAMESPACE": namespace,
                     "CORRAL_DATA_DIR": str(workdir), "CORRAL_ADMIN_TOKEN": token,
+                    # Agents must authenticate (docs/security.md): the bootstrap farm secret.
+                    "CORRAL_AGENT_SECRET": secrets.token_hex(16),
                     "PYTHONPATH": str(ROOT), **(extra_env or {})}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.port = free_port()

@@ -19,8 +19,8 @@ from kombu.exceptions import KombuError, OperationalError
 from common import messages
 from common.config import Config
 from common.errors import BrokerUnavailable, MessageError
-from common.signing import Signer
-from common.topology import Topology, broker_priority
+from common.signing import COMMAND_SIG_HEADER, Signer, sign
+from common.topology import AGENT_FAMILIES, Topology, broker_priority, family
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,13 @@ except ImportError:  # pragma: no cover - amqp is a kombu dependency
     pass
 
 
+def is_not_found(exc: BaseException) -> bool:
+    """A declare-passive of something that does not exist (RabbitMQ 404, or kombu's memory transport)."""
+    import amqp.exceptions
+
+    return isinstance(exc, amqp.exceptions.NotFound) or "NOT_FOUND" in str(exc)
+
+
 class Bus:
     """Connection factory and topology for one namespace."""
 
@@ -54,6 +61,11 @@ class Bus:
         self.topology = Topology(config.namespace, config.queue_type)
         # Set on an agent's bus: every event it publishes is signed (common/signing.py).
         self.signer: Signer | None = None
+        # Set on the gateway's bus: every command (task.*, worker.*, ...) it publishes is signed.
+        self.command_key: bytes | None = None
+        # Set on an authenticated agent's bus: it declares nothing, only checks that the
+        # topology the dispatcher made is there (agents have no configure permission).
+        self.passive = False
         self.urls = config.broker_urls
         # The address that answered last: new connections try it first, so after a
         # node is lost every thread goes straight to a survivor.
@@ -75,6 +87,7 @@ class Bus:
             heartbeat=heartbeat,
             transport_options=options,
             connect_timeout=5,
+            ssl=tls_options(self.config),
             failover_strategy="round-robin",
         )
 
@@ -107,8 +120,11 @@ class Bus:
         """
         topo = self.topology
         for exchange in (topo.events, topo.chunks, topo.control, topo.dead):
-            exchange(channel).declare()
+            exchange(channel).declare(passive=self.passive)
         for queue in (topo.dispatcher_queue(), topo.heartbeat_queue(), topo.dead_queue()):
+            if self.passive:
+                queue(channel).queue_declare(passive=True)
+                continue
             try:
                 queue(channel).declare()
             except CONNECTION_ERRORS as exc:
@@ -183,6 +199,26 @@ class _Confirms:
         return sorted(t for t in self.pending if t < self.highest)
 
 
+def tls_options(config: Config) -> dict[str, Any] | bool:
+    """kombu's ``ssl`` for an ``amqps://`` URL: verify the broker's certificate and host name."""
+    if not config.broker_url.startswith("amqps://"):
+        return False
+    import ssl
+    from urllib.parse import urlparse
+
+    # The name the certificate must match. kombu would use the host of the URL in use (None) but
+    # turns "localhost" into 127.0.0.1 first; give the URL's own name unless there are alternates.
+    url = config.broker_url
+    host = None if ";" in url else urlparse(url).hostname
+    options: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED, "server_hostname": host}
+    if config.broker_ca_file:
+        options["ca_certs"] = config.broker_ca_file
+    if config.broker_cert_file:
+        options["certfile"] = config.broker_cert_file
+        options["keyfile"] = config.broker_key_file or None
+    return options
+
+
 class Publisher:
     """A thread-safe publisher over its own connection.
 
@@ -234,9 +270,12 @@ class Publisher:
         expiration_s: float | None = None,
     ) -> None:
         body = messages.encode(message)
-        signer = self.bus.signer
-        if signer is not None:
-            headers = {**(headers or {}), **signer.headers(message.kind, body)}
+        signer, command_key = self.bus.signer, self.bus.command_key
+        if family(message.kind) in AGENT_FAMILIES:
+            if signer is not None:
+                headers = {**(headers or {}), **signer.headers(message.kind, body)}
+        elif command_key is not None:
+            headers = {**(headers or {}), COMMAND_SIG_HEADER: sign(command_key, body)}
         self.publish_raw(body, exchange, routing_key, priority, persistent, declare, headers, expiration_s)
 
     def publish_raw(
@@ -374,6 +413,20 @@ class Publisher:
 
         key = agent_routing_key(agent) if agent else BROADCAST_KEY
         self.publish(message, self.topology.control, key, persistent=False)
+
+    def declare(self, queue: Any) -> None:
+        """Declare (or re-declare: it may have expired) a queue and its bindings."""
+        deadline = time.monotonic() + self.give_up_s
+        with self._lock:
+            while True:
+                try:
+                    queue(self._ensure().channel).declare()
+                    return
+                except CONNECTION_ERRORS as exc:
+                    self._reset()
+                    if time.monotonic() + 0.2 > deadline:
+                        raise BrokerUnavailable(f"cannot declare {queue.name}: {exc}") from exc
+                    time.sleep(0.2)
 
     def dead_letter(self, body: bytes, reason: str, routing_key: str, queue: str,
                     original_headers: dict[str, Any] | None = None) -> None:

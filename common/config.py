@@ -70,6 +70,19 @@ class Config:
     # The farm's agent secret (docs/security.md): agents sign their hello with it and
     # receive a per-agent key. Empty: agents are not authenticated (warned at start).
     agent_secret: str = dataclasses.field(default="", repr=False)
+    # This node's own credential from ``corral agent enroll`` (or a file holding it): its hello is
+    # signed with a key derived from it, and the dispatcher binds the agent's name to it.
+    agent_credential: str = dataclasses.field(default="", repr=False)
+    agent_credential_file: str = ""
+    # Accept agents that prove nothing (a trusted network only); refused by default on a real broker.
+    insecure_agents: bool = False
+    # Signs gateway -> dispatcher commands; empty: the key kept in the database (common/commands.py).
+    command_key: str = dataclasses.field(default="", repr=False)
+    # TLS to the broker (amqps://): the CA that signed the broker's certificate, and an optional
+    # client certificate and key. The broker's certificate is always verified, host name included.
+    broker_ca_file: str = ""
+    broker_cert_file: str = ""
+    broker_key_file: str = ""
     # A directory of job-type files (docs/jobtypes.md), read by the gateway and the dispatcher
     # on top of the built-in types; empty: only the built-ins.
     job_types_dir: str = ""
@@ -85,6 +98,14 @@ class Config:
     @property
     def embedded_broker(self) -> bool:
         return self.broker_url.startswith("memory://")
+
+    @property
+    def resolved_agent_credential(self) -> str:
+        """The node credential: ``CORRAL_AGENT_CREDENTIAL``, else the first line of its file."""
+        if self.agent_credential or not self.agent_credential_file:
+            return self.agent_credential.strip()
+        with open(self.agent_credential_file, encoding="utf-8") as handle:
+            return handle.readline().strip()
 
     @property
     def broker_urls(self) -> tuple[str, ...]:
@@ -149,6 +170,14 @@ class Config:
         if self.auth_failure_rate_per_s <= 0 or self.auth_failure_burst < 1:
             raise ConfigError("CORRAL_AUTH_FAILURE_RATE must be positive and "
                               "CORRAL_AUTH_FAILURE_BURST at least 1")
+        for name, path in (("CORRAL_BROKER_CA_FILE", self.broker_ca_file),
+                           ("CORRAL_BROKER_CERT_FILE", self.broker_cert_file),
+                           ("CORRAL_BROKER_KEY_FILE", self.broker_key_file),
+                           ("CORRAL_AGENT_CREDENTIAL_FILE", self.agent_credential_file)):
+            if path and not os.path.isfile(path):
+                raise ConfigError(f"{name}: {path!r} is not a readable file")
+        if self.broker_key_file and not self.broker_cert_file:
+            raise ConfigError("CORRAL_BROKER_KEY_FILE needs CORRAL_BROKER_CERT_FILE (the client certificate)")
         for root in self.storage_roots:
             if not os.path.isabs(root):
                 raise ConfigError(f"CORRAL_STORAGE_ROOTS: {root!r} is not an absolute path")
@@ -174,6 +203,13 @@ _ENV = {
     "CORRAL_KILL_GRACE": ("kill_grace_s", float),
     "CORRAL_AGENT_SECRET": ("agent_secret", str),
     "CORRAL_API_CACHE": ("api_cache_s", float),
+    "CORRAL_AGENT_CREDENTIAL": ("agent_credential", str),
+    "CORRAL_AGENT_CREDENTIAL_FILE": ("agent_credential_file", str),
+    "CORRAL_INSECURE_AGENTS": ("insecure_agents", bool),
+    "CORRAL_COMMAND_KEY": ("command_key", str),
+    "CORRAL_BROKER_CA_FILE": ("broker_ca_file", str),
+    "CORRAL_BROKER_CERT_FILE": ("broker_cert_file", str),
+    "CORRAL_BROKER_KEY_FILE": ("broker_key_file", str),
     "CORRAL_JOB_TYPES_DIR": ("job_types_dir", str),
     "CORRAL_AGENT_COMMANDS": ("agent_commands", str),
     "CORRAL_METRICS_PUBLIC": ("metrics_public", bool),

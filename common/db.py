@@ -7,6 +7,7 @@ order inside a transaction; ``schema_version`` records what has run.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,6 +86,14 @@ def _m_sessions_and_listing_indexes(db: Database) -> None:
                    "WHERE waiting_reason <> ''")
 
 
+def _m_agent_security(db: Database) -> None:
+    """Enrollments, the farm's command key, and the replay guard on hellos (issue 14)."""
+    db.create_tables([models.Enrollment, models.FarmSecret], safe=True)
+    _add_column_if_missing(db, "workers", "hello_sent_at", "DOUBLE PRECISION")
+    if models.FarmSecret.get_or_none(models.FarmSecret.name == "command_key") is None:
+        models.FarmSecret.create(name="command_key", value=secrets.token_hex(32))
+
+
 # Append only: a released migration never changes. Migration 1 creates every
 # model's table as the models stand; later migrations must therefore be
 # idempotent (add a column only if it is missing, create tables with safe=True)
@@ -101,8 +110,19 @@ def _m_chunk_step(db: Database) -> None:
         migrate_columns(migrator.add_column("chunks", "step", models.Chunk.step))
 
 
+def _m_worker_control(db: Database) -> None:
+    """Operator control of workers: pools set at runtime, a pending action, a sleep schedule."""
+    present = {column.name for column in db.get_columns(models.Worker._meta.table_name)}
+    fields = models.Worker._meta.fields
+    wanted = ("operator_pools", "agent_pools", "pending_action", "sleep_schedule", "asleep")
+    migrator = SchemaMigrator.from_database(db)
+    migrate_columns(*(migrator.add_column(models.Worker._meta.table_name, name, fields[name])
+                      for name in wanted if name not in present))
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
-    _m1_initial, _m_farm_counts, _m_chunk_step, _m_standby_dispatchers, _m_sessions_and_listing_indexes]
+    _m1_initial, _m_farm_counts, _m_chunk_step, _m_standby_dispatchers, _m_sessions_and_listing_indexes,
+    _m_worker_control, _m_agent_security]
 
 
 def migrate(db: Database) -> int:

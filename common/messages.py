@@ -88,6 +88,16 @@ class WorkerUpdate(Message):
     worker_id: int
     status: str | None = None  # enabled | disabled
     activity: str | None = None  # legacy "rendering" | "available" reports
+    # Operator control (docs/operations.md). None means "no change" for each.
+    pools: list[str] | None = None  # the pools the agent takes chunks from from now on
+    pools_reset: bool = False  # go back to the pools the agent itself asked for
+    action: str | None = None  # WORKER_ACTIONS: stop | stop_now | restart
+    action_clear: bool = False  # withdraw a pending action the agent has not acted on
+    sleep_schedule: dict[str, Any] | None = None  # common.schedule form
+    sleep_schedule_clear: bool = False
+
+
+WORKER_ACTIONS = ("stop", "stop_now", "restart")
 
 
 # ---------------------------------------------------------------- agent -> dispatcher
@@ -108,7 +118,7 @@ class AgentHello(Message):
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     pid: int = 0
     boot_id: str = ""  # new for every agent process; tells restarts apart
-    sent_at: float = 0.0  # a signed hello older than a few minutes is refused (replay)
+    sent_at: float = 0.0  # a signed hello older than a few minutes, or than the last one, is refused
     # The first readings, so a new worker shows them before its first heartbeat (as in heartbeats).
     update_frequent: dict[str, Any] = dataclasses.field(default_factory=dict)
     update_less_frequent: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -246,6 +256,52 @@ class ControlAbort(Message):
     kind: ClassVar[str] = "control.abort"
     chunk_id: int
     lease_id: str
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlPools(Message):
+    """To one agent: take chunks from these pools from now on (re-subscribe, no restart)."""
+
+    kind: ClassVar[str] = "control.pools"
+    agent: str
+    pools: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlStop(Message):
+    """To one agent: leave the farm. ``mode`` is one of ``WORKER_ACTIONS``.
+
+    ``stop``: finish the running chunk, take no more, say goodbye, exit 0.
+    ``stop_now``: kill the running chunk, hand it back (``declined``), goodbye, exit 0.
+    ``restart``: like ``stop``, then exit 75 so that a supervisor starts it again.
+    """
+
+    kind: ClassVar[str] = "control.stop"
+    agent: str
+    mode: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlSleep(Message):
+    """To one agent: its sleep schedule's window opened (``asleep``) or closed.
+
+    While asleep the agent takes no chunk (it stops consuming its chunk queues
+    and declines a delivery already in flight); a running chunk finishes.
+    """
+
+    kind: ClassVar[str] = "control.sleep"
+    agent: str
+    asleep: bool
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlRevoke(Message):
+    """To one agent: an operator revoked its enrollment; it stops at once and exits."""
+
+    kind: ClassVar[str] = "control.revoke"
+    agent: str
     reason: str = ""
 
 

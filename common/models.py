@@ -70,6 +70,7 @@ class Worker(BaseModel):
     # The boot that said goodbye: its heartbeats still in flight must not bring the worker back.
     departed_boot_id = CharField(max_length=64, default="")
     signing_key = CharField(max_length=64, null=True)  # hex; issued to the agent's current boot
+    hello_sent_at = DoubleField(null=True)  # of the last accepted hello: an older one is a replay
     status = CharField(max_length=16, default=ENABLED)
     connection = CharField(max_length=16, default=OFFLINE, index=True)
     activity = CharField(max_length=255, null=True)
@@ -80,6 +81,13 @@ class Worker(BaseModel):
     update_frequent = JSONField(default=dict)
     update_less_frequent = JSONField(default=dict)
     registered_at = DoubleField(default=time.time)
+    # Operator control (migration _m_worker_control). ``pools`` above is what scheduling uses: the
+    # operator's ``operator_pools`` when set, else the agent's own ``agent_pools``.
+    operator_pools = JSONField(null=True)
+    agent_pools = JSONField(null=True)
+    pending_action = CharField(max_length=16, null=True)  # stop | stop_now | restart
+    sleep_schedule = JSONField(null=True)  # common.schedule form
+    asleep = BooleanField(default=False)  # inside its sleep window, as the dispatcher last judged
 
     class Meta:
         table_name = "workers"
@@ -199,6 +207,34 @@ class Token(BaseModel):
         table_name = "tokens"
 
 
+class Enrollment(BaseModel):
+    """A node enrolled by an operator: its name, the pools it may serve, its credential's key.
+
+    ``node_key`` is derived one-way from the credential (common/enrollment.py); the
+    credential itself is shown once, at enrollment, and never stored.
+    """
+
+    id = AutoField()
+    name = CharField(max_length=200, unique=True)
+    node_key = CharField(max_length=64)
+    pools = JSONField(default=list)  # empty: any pool
+    created_at = DoubleField(default=time.time)
+    revoked_at = DoubleField(null=True, index=True)
+
+    class Meta:
+        table_name = "enrollments"
+
+
+class FarmSecret(BaseModel):
+    """Secrets the manager side shares through the database, e.g. the command key."""
+
+    name = CharField(max_length=64, primary_key=True)
+    value = CharField(max_length=128)
+
+    class Meta:
+        table_name = "farm_secrets"
+
+
 class DispatcherLeader(BaseModel):
     """Which dispatcher of a namespace is active (dispatcher/leader.py).
 
@@ -279,4 +315,4 @@ class FarmCount(BaseModel):
         indexes = ((("metric", "first", "second", "le"), True),)
 
 
-ALL_MODELS = (Worker, Task, Chunk, Attempt, Blocklist, Token)
+ALL_MODELS = (Worker, Task, Chunk, Attempt, Blocklist, Token, FarmCount, Enrollment, FarmSecret)

@@ -1,9 +1,14 @@
-"""Agent identity on the broker: HMAC-SHA256 signatures over message bodies.
+"""Identity on the broker: HMAC-SHA256 signatures over message bodies.
 
-An agent proves it may join with the farm's agent secret (``CORRAL_AGENT_SECRET``):
-its ``agent.hello`` is signed with a key derived from that secret. The
-dispatcher answers with a ``control.welcome`` carrying a random key for this
-agent process, wrapped (XOR with a one-time pad derived from the secret, the
+Commands (every routing-key family but ``agent.*`` and ``chunk.*``: ``task.*``,
+``worker.*``, ...) carry ``x-corral-cmd-sig``, made with the command key that
+only the gateway and the dispatcher hold (``command_key``); agents never see it.
+
+An agent proves who it is with its own credential from ``corral agent enroll``
+(common/enrollment.py): its ``agent.hello`` is signed with ``node_key(credential)``.
+As a bootstrap, a farm may instead share ``CORRAL_AGENT_SECRET`` and sign hellos
+with a key derived from it. The dispatcher answers with a ``control.welcome`` carrying a random key for this
+agent process, wrapped (XOR with a one-time pad derived from the node key or farm secret, the
 agent's name, its boot id and a fresh nonce) so that a reader of the control
 queue without the secret learns nothing. Every later message from the agent is
 signed with that key; the dispatcher dead-letters messages whose signature does
@@ -19,8 +24,10 @@ import threading
 
 SIG_HEADER = "x-corral-sig"
 AGENT_HEADER = "x-corral-agent"
+COMMAND_SIG_HEADER = "x-corral-cmd-sig"
 KEY_BYTES = 32
 HELLO_MAX_AGE_S = 300.0
+COMMAND_KEY_NAME = "command_key"
 
 
 def _prf(secret: str, label: str) -> bytes:
@@ -57,13 +64,42 @@ def unwrap(secret: str, agent: str, boot_id: str, nonce: str, wrapped: str) -> b
     return bytes.fromhex(wrap(secret, agent, boot_id, nonce, bytes.fromhex(wrapped)))
 
 
-class Signer:
-    """The keys one agent process signs with: the hello key, then the issued key."""
+def command_key(configured: str) -> bytes:
+    """The command key: derived from ``CORRAL_COMMAND_KEY``, else the one kept in the database.
 
-    def __init__(self, agent: str, secret: str) -> None:
+    Migration 2 (common/db.py) stores a random one in ``farm_secrets``, so the
+    gateway and the dispatcher share it with no setting; agents have no database.
+    """
+    if configured:
+        return _prf(configured, "corral command v1")
+    from common.models import FarmSecret, database_proxy
+
+    with database_proxy.connection_context():
+        row = FarmSecret.get_by_id(COMMAND_KEY_NAME)
+    return bytes.fromhex(row.value)
+
+
+def wrap_secret(node_key: bytes) -> str:
+    """The string an enrolled node's welcome key is wrapped with (the farm secret's counterpart)."""
+    return node_key.hex()
+
+
+class Signer:
+    """The keys one agent process signs with: the hello key, then the issued key.
+
+    With a ``credential`` (enrollment) the hello key is its node key; otherwise the
+    key derived from the farm-wide ``secret`` (bootstrap).
+    """
+
+    def __init__(self, agent: str, secret: str = "", credential: str = "") -> None:
+        from common.enrollment import node_key
+
         self.agent = agent
-        self.secret = secret
-        self._hello_key = hello_key(secret)
+        if credential:
+            key = node_key(credential)
+            self.secret, self._hello_key = wrap_secret(key), key
+        else:
+            self.secret, self._hello_key = secret, hello_key(secret)
         self._key: bytes | None = None
         self.welcomed = threading.Event()
 

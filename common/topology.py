@@ -5,10 +5,21 @@ test runs share one broker without seeing each other's messages.
 """
 from __future__ import annotations
 
+import re
+
 from kombu import Exchange, Queue
 
 MAX_PRIORITY = 9  # RabbitMQ recommends at most 10 priority levels
 HEARTBEAT_QUEUE_MAX = 100_000
+# An agent's control queue is made by the dispatcher when the agent says hello (agents may not
+# declare anything) and outlives short reconnects; unused this long, the broker deletes it (a
+# returning agent's hello makes it again).
+AGENT_QUEUE_EXPIRES_MS = 300_000
+AGENT_QUEUE_MAX = 10_000
+AGENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,199}$")
+# Routing-key families on the events exchange: what agents publish, and everything else
+# (gateway -> dispatcher commands: task.*, worker.*, ...), which must carry the command signature.
+AGENT_FAMILIES = ("agent", "chunk")
 
 # Routing keys (message kinds) the dispatcher's state queue receives.
 DISPATCHER_BINDINGS = ("task.#", "worker.#", "chunk.#", "agent.hello", "agent.goodbye")
@@ -71,6 +82,15 @@ def agent_routing_key(agent: str) -> str:
 
 
 BROADCAST_KEY = "all"
+
+
+def valid_agent_name(name: str) -> bool:
+    return bool(AGENT_NAME_RE.match(name))
+
+
+def family(kind: str) -> str:
+    """``task.cancel`` -> ``task``: the part of a routing key that says who may publish it."""
+    return kind.split(".", 1)[0]
 
 
 def broker_priority(task_priority: int) -> int:
@@ -142,9 +162,10 @@ class Topology:
                      queue_arguments={"x-max-length": 10_000})
 
     def agent_queue(self, agent: str) -> Queue:
-        # Control messages only matter to a live agent: the queue goes with it. Always a
-        # classic queue (quorum queues cannot auto-delete); it lives on the node the agent
-        # is connected to and is declared again wherever the agent reconnects.
+        # Control messages only matter to a live agent. Always a classic queue, made by the
+        # dispatcher when the agent says hello (agents declare nothing): it outlives short
+        # reconnects and expires when unused; on another node after a failover, the agent's
+        # hello there makes it again.
         return Queue(
             agent_queue_name(self.namespace, agent),
             exchange=self.control,
@@ -153,7 +174,7 @@ class Topology:
                 _binding(self.control, BROADCAST_KEY),
             ],
             durable=False,
-            auto_delete=True,
+            queue_arguments={"x-expires": AGENT_QUEUE_EXPIRES_MS, "x-max-length": AGENT_QUEUE_MAX},
         )
 
 

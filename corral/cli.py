@@ -51,6 +51,13 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             # gunicorn's largest request line: a search plus several filters must not get an HTML 414.
             "--limit-request-line", "8190",
             "--access-logfile", "-" if args.access_log else "/dev/null"]
+    if bool(args.certfile) != bool(args.keyfile):
+        sys.exit("corral gateway: --certfile and --keyfile go together (gunicorn's own TLS)")
+    for path in filter(None, (args.certfile, args.keyfile)):
+        if not os.path.isfile(path):
+            sys.exit(f"corral gateway: {path} is not a readable file")
+    if args.certfile:
+        argv += ["--certfile", args.certfile, "--keyfile", args.keyfile]
     os.execv(sys.executable, argv)
     return 0  # pragma: no cover - exec does not return
 
@@ -83,7 +90,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_dispatcher(args: argparse.Namespace) -> int:
-    config = _config()
+    config = _config(insecure_agents=True if args.insecure_agents else None)
     _require_real_broker(config, "dispatcher")
     setup_logging("dispatcher")
     from dispatcher.service import run_dispatcher
@@ -92,6 +99,10 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    from corral import enroll
+
+    if args.action in enroll.ACTIONS:
+        return enroll.run(args)
     config = _config()
     if args.action == "stop":
         from agent.cli import stop_agent
@@ -210,24 +221,41 @@ def build_parser() -> argparse.ArgumentParser:
     # gthread: each open GET /events stream holds a thread (CORRAL_EVENT_STREAMS per process, default 48).
     gw.add_argument("--threads", type=int, default=64)
     gw.add_argument("--access-log", action="store_true")
+    gw.add_argument("--certfile", help="serve HTTPS with this certificate (PEM, chain included)")
+    gw.add_argument("--keyfile", help="the certificate's private key (PEM)")
     gw.set_defaults(func=cmd_gateway)
 
     mg = sub.add_parser("migrate", help="create or upgrade the database schema, then exit")
     mg.set_defaults(func=cmd_migrate)
 
     dp = sub.add_parser("dispatcher", help="the task/chunk state machine")
+    dp.add_argument("--insecure-agents", action="store_true",
+                    help="accept agents that prove nothing (trusted networks only; "
+                         "also CORRAL_INSECURE_AGENTS)")
     dp.add_argument("--metrics-port", type=int, default=None,
                     help="serve this process's Prometheus metrics on this port (default: off)")
     dp.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port "
                     "(0.0.0.0 in a container)")
     dp.set_defaults(func=cmd_dispatcher)
 
-    ag = sub.add_parser("agent", help="a render node (`corral agent stop [--now]` stops one)")
-    ag.add_argument("action", nargs="?", choices=("run", "stop"), default="run")
+    from corral.client import DEFAULT_API
+
+    ag = sub.add_parser("agent", help="a render node (`corral agent stop [--now]` stops one); "
+                                      "`corral agent enroll|revoke NAME`, `corral agent enrollments`")
+    ag.add_argument("action", nargs="?", choices=("run", "stop", "enroll", "revoke", "enrollments"),
+                    default="run")
+    ag.add_argument("target", nargs="?", help="enroll, revoke: the agent's name")
+    ag.add_argument("--api", default=os.environ.get("CORRAL_API") or DEFAULT_API,
+                    help="enroll, revoke, enrollments: gateway URL (default: $CORRAL_API or %(default)s)")
+    ag.add_argument("--data-dir", default=None, help="where admin.token is when $CORRAL_TOKEN is not set")
+    ag.add_argument("--credential-file", help="enroll: write the credential here (mode 0600) instead of "
+                                              "printing it")
+    ag.add_argument("--json", action="store_true")
     ag.add_argument("--name", default=default_agent_name())
     ag.add_argument("--now", action="store_true", help="stop: kill the running chunk and hand it back")
     ag.add_argument("--timeout", type=float, default=600.0, help="stop: seconds to wait for the exit")
-    ag.add_argument("--pool", action="append", help="worker pool (repeatable; default: default)")
+    ag.add_argument("--pool", action="append", help="worker pool (repeatable; default: default); "
+                                                    "enroll: the pools it may serve (default: any)")
     ag.set_defaults(func=cmd_agent)
 
     from corral.client import add_client_commands

@@ -1,7 +1,7 @@
 """Command-line verbs over the REST gateway, with the standard library only.
 
 ``add_client_commands(subparsers)`` adds ``submit``, ``tasks``, ``task``,
-``workers`` and ``cancel`` to an argparse sub-command set; each sets ``func``,
+``workers``, ``worker`` and ``cancel`` to an argparse sub-command set; each sets ``func``,
 sends the API token from ``CORRAL_TOKEN`` or ``<data dir>/admin.token`` (the one
 ``corral up`` made), and
 which returns the exit code: 0 on success, 1 when the server refused the
@@ -189,6 +189,21 @@ CHUNK_COLUMNS = ("INDEX", "STEP", "FRAMES", "DONE", "STATUS", "ATTEMPTS", "FAILU
 
 
 def cmd_task(args: argparse.Namespace) -> int:
+    """``corral task [show] ID``, or one of the control verbs (``corral.control``)."""
+    from corral.control import TASK_VERBS, cmd_task_control
+
+    verb, rest = (args.words[0], args.words[1:]) if args.words[0] in (*TASK_VERBS, "show") else (
+        "show", args.words)
+    if verb != "show":
+        return cmd_task_control(args, verb, rest)
+    if len(rest) != 1 or not rest[0].isdigit():
+        raise ClientError(f"Usage: corral task [show] ID, or corral task {'|'.join(TASK_VERBS)} ID ...",
+                          EXIT_USAGE)
+    args.id = int(rest[0])
+    return _show_task(args)
+
+
+def _show_task(args: argparse.Namespace) -> int:
     task = _call(args, "GET", f"/tasks/{args.id}")
     chunks = _call(args, "GET", f"/tasks/{args.id}/chunks")["chunks"]
     if args.json:
@@ -210,7 +225,8 @@ def cmd_task(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-WORKER_COLUMNS = ("NAME", "ID", "STATUS", "CONNECTION", "ACTIVITY", "TASK", "POOLS", "LAST SEEN")
+WORKER_COLUMNS = ("NAME", "ID", "STATUS", "CONNECTION", "ACTIVITY", "TASK", "POOLS", "ACTION", "SLEEP",
+                  "LAST SEEN")
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
@@ -218,8 +234,11 @@ def cmd_workers(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(workers)
         return EXIT_OK
+    from corral.control import schedule_text
+
     rows = [[name, w["id"], w["status"], w["connection"], w["activity"], w["current_task"],
-             w["pools"], when(w["last_heartbeat"])] for name, w in sorted(workers.items())]
+             w["pools"], w.get("pending_action"), schedule_text(w.get("sleep_schedule"), w.get("asleep")),
+             when(w["last_heartbeat"])] for name, w in sorted(workers.items())]
     print(table(WORKER_COLUMNS, rows))
     return EXIT_OK
 
@@ -280,8 +299,12 @@ def add_client_commands(subparsers: Any) -> None:
     tasks.add_argument("--offset", type=int, help="skip this many")
     tasks.set_defaults(func=_guarded(cmd_tasks))
 
-    task = subparsers.add_parser("task", parents=[common], help="show a task and its chunks")
-    task.add_argument("id", type=int)
+    task = subparsers.add_parser(
+        "task", parents=[common], help="show a task (task ID), or: task pause|resume|retry ID, "
+                                       "task priority ID N",
+        description="corral task [show] ID | pause ID | resume ID | priority ID N | retry ID")
+    task.add_argument("words", nargs="+", metavar="[VERB] ID", help="show (default), pause, resume, "
+                      "priority (then ID and the new priority 0..100) or retry (its failed chunks)")
     task.set_defaults(func=_guarded(cmd_task))
 
     workers = subparsers.add_parser("workers", parents=[common], help="list workers")
@@ -290,3 +313,7 @@ def add_client_commands(subparsers: Any) -> None:
     cancel = subparsers.add_parser("cancel", parents=[common], help="cancel a task")
     cancel.add_argument("id", type=int)
     cancel.set_defaults(func=_guarded(cmd_cancel))
+
+    from corral.control import add_worker_command
+
+    add_worker_command(subparsers, common, _guarded)

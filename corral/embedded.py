@@ -22,7 +22,7 @@ import threading
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from common import auth, sessions
+from common import auth, sessions, signing
 from common.bus import Bus
 from common.config import Config, load_config
 from common.db import open_and_migrate
@@ -74,7 +74,9 @@ def run_embedded(host: str, port: int, agents: int, data_dir: str | None) -> int
     for node in nodes:
         node.start()
 
-    publisher = Bus(config).publisher()
+    bus = Bus(config)
+    bus.command_key = signing.command_key(config.command_key)
+    publisher = bus.publisher()
     app = create_app(config, publisher)
     try:
         server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)

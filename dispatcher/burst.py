@@ -27,7 +27,7 @@ from peewee import InterfaceError, OperationalError
 
 from common import messages
 from common.models import database_proxy
-from dispatcher.context import Context
+from dispatcher.context import Context, Refused
 from dispatcher.leader import LeadershipLost
 
 log = logging.getLogger("dispatcher.burst")
@@ -161,6 +161,10 @@ class Applier:
                 self.record(self.ctx, msg)
         except FATAL:
             raise
+        except Refused as exc:
+            log.warning("dead-lettering a %s: %s", kind, exc)
+            self.ctx.undo_to(mark)
+            return exc
         except Exception as exc:  # noqa: BLE001 - a bug in one handler must not stop the farm
             log.exception("cannot apply %s; dead-lettering it", kind)
             self.ctx.undo_to(mark)

@@ -27,7 +27,7 @@ from common.models import (
     Task,
 )
 from dispatcher import sql, stats, steps, tasks
-from dispatcher.context import Context
+from dispatcher.context import Context, Refused
 from dispatcher.leases import free_worker, requeue
 from dispatcher.workers import known_worker_id, worker_id
 
@@ -151,7 +151,25 @@ def mark_running(ctx: Context, chunk: LiveChunk, worker: int, agent: str) -> Non
              chunk.id, chunk.task_id, chunk.index, agent, chunk.attempts)
 
 
+_OWNER = ("SELECT w.name FROM attempts a JOIN workers w ON w.id = a.worker_id "
+          "WHERE a.lease_id = ?")
+
+
+def check_owner(ctx: Context, msg: ChunkReport) -> None:
+    """Refuse a report on an attempt another agent runs (the verifier's rule, dispatcher/identity.py).
+
+    The verifier sees only committed attempts; this sees the ones an earlier
+    chunk.started of the same burst opened.
+    """
+    if ctx.config.insecure_agents:
+        return
+    row = sql.one(_OWNER, (msg.lease_id,))
+    if row is not None and row[0] != msg.agent:
+        raise Refused(f"agent {msg.agent!r} reports on chunk {msg.chunk_id}, which agent {row[0]!r} runs")
+
+
 def on_progress(ctx: Context, msg: messages.ChunkProgress) -> None:
+    check_owner(ctx, msg)
     chunk = current_chunk(ctx, msg)
     if chunk is None:
         return
@@ -180,6 +198,7 @@ def _count_frames(chunk: LiveChunk, added: list[int]) -> None:
 
 
 def on_finished(ctx: Context, msg: messages.ChunkFinished) -> None:
+    check_owner(ctx, msg)
     ended = (msg.outcome, msg.finished_at, msg.exit_code, msg.reason[:2000], msg.log_tail, msg.lease_id)
     sql.execute(_ATTEMPT_ENDED, ended)
     # The agent no longer holds the lease, whether or not it is still the chunk's (a canceled task).

@@ -17,6 +17,13 @@ from common.config import Config
 log = logging.getLogger("dispatcher")
 
 
+class Refused(Exception):
+    """A message a rule refuses inside the transaction: its changes are undone and it is dead-lettered
+    with this reason. The verifier checks against committed rows; a burst applies several messages
+    in one transaction, so a rule that depends on an earlier message of the same burst is checked
+    again here."""
+
+
 @dataclasses.dataclass
 class Context:
     config: Config
@@ -36,6 +43,8 @@ class Context:
     worker_ids: dict[str, int] = dataclasses.field(default_factory=dict)
     # Worker id -> the readings last written for it, so a heartbeat writes only what changed.
     readings: dict[int, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    # (agent, pools, commands) of accepted hellos: their queues are declared before the outbox goes.
+    joined: list[tuple[str, list[str], list[str]]] = dataclasses.field(default_factory=list)
     # The first statement of every transaction: raises unless this dispatcher is the active one
     # (dispatcher/leader.py). The default, for tests driving handlers directly, checks nothing.
     fence: Callable[[], None] = lambda: None

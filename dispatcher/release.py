@@ -34,7 +34,7 @@ from common.models import (
     Task,
     Worker,
 )
-from dispatcher import sql
+from dispatcher import fleet, sql
 from dispatcher.context import Context
 
 log = logging.getLogger("dispatcher.release")
@@ -72,8 +72,9 @@ def release(ctx: Context, publisher: Publisher) -> int:
     a lease the database never recorded: its agent is told to drop it).
     """
     online = online_workers()
-    workers = [w for w in online if w.status == ENABLED]
-    disabled = sorted(w.name for w in online if w.status == DISABLED)
+    workers = [w for w in online if w.status == ENABLED and fleet.takes_chunks(w)]
+    # Disabled, asleep and stopping agents decline what reaches them anyway.
+    disabled = sorted(w.name for w in online if w.status == DISABLED or not fleet.takes_chunks(w))
     released = dict(
         ((pool, command), n) for pool, command, n in
         Chunk.select(Task.pool, Chunk.command, fn.COUNT(Chunk.id)).join(Task)
@@ -98,6 +99,8 @@ class Online(typing.NamedTuple):
     pools: tuple[str, ...]
     commands: tuple[str, ...]
     current_lease: str | None
+    asleep: bool
+    pending_action: str | None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -112,10 +115,10 @@ def online_workers() -> list[Online]:
     Run by every release and every waiting-reason check: at 10,000 agents a
     peewee model per row was most of the dispatcher's time between heartbeats.
     """
-    rows = sql.execute("SELECT id, name, status, pools, commands, current_lease FROM workers "
-                       "WHERE connection = ?", (ONLINE,)).fetchall()
-    return [Online(wid, name, status, _names(pools), _names(commands), lease)
-            for wid, name, status, pools, commands, lease in rows]
+    rows = sql.execute("SELECT id, name, status, pools, commands, current_lease, asleep, pending_action "
+                       "FROM workers WHERE connection = ?", (ONLINE,)).fetchall()
+    return [Online(wid, name, status, _names(pools), _names(commands), lease, bool(asleep), action or None)
+            for wid, name, status, pools, commands, lease, asleep, action in rows]
 
 
 def pending_by_task(ctx: Context) -> list[tuple[int, str, str]]:
@@ -209,13 +212,14 @@ def _mark_released(ctx: Context, chunk: Candidate, exclude: list[str]) -> messag
 
 def waiting_reasons(ctx: Context) -> dict[int, str]:
     """For each active task with pending chunks that no agent may take now: why."""
-    workers = [w for w in online_workers() if w.status == ENABLED]
+    enabled = [w for w in online_workers() if w.status == ENABLED]
+    workers = [w for w in enabled if fleet.takes_chunks(w)]
     reasons: dict[int, str] = {}
     for task_id, pool, command in pending_by_task(ctx):
         eligible = {w.name for w in workers if pool in w.pools and command in w.commands}
         if not eligible:
-            reasons[task_id] = (f"waiting: no online, enabled agent in pool {pool!r} "
-                                f"can run {command!r}")
+            reasons[task_id] = fleet.unavailable_reason(enabled, pool, command) or (
+                f"waiting: no online, enabled agent in pool {pool!r} can run {command!r}")
         elif eligible <= set(blocked_workers(task_id)):
             reasons[task_id] = (f"waiting: every agent in pool {pool!r} that can run {command!r} "
                                 f"is blocklisted for this task ({', '.join(sorted(eligible))})")

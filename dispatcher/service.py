@@ -24,15 +24,15 @@ from typing import Any
 
 from kombu import Consumer
 
-from common import messages
+from common import messages, signing
 from common.bus import CONNECTION_ERRORS, Bus, Publisher, body_bytes, decode_or_dead_letter
 from common.config import Config
 from common.db import open_and_migrate
 from common.errors import BrokerUnavailable
 from common.models import database_proxy
-from dispatcher import changes, chunks, leases, metrics, release, tasks, workers
+from dispatcher import changes, chunks, fleet, identity, leases, metrics, release, tasks, workers
 from dispatcher.burst import DB_ERRORS, Applier, Burst, Delivery, Failure
-from dispatcher.context import Context
+from dispatcher.context import Context, Refused
 from dispatcher.identity import Verifier
 from dispatcher.leader import Leader, LeadershipLost
 
@@ -70,7 +70,7 @@ class Dispatcher:
         # Standby dispatchers: only the leader consumes, and every transaction checks its epoch.
         self.leader = Leader(config.namespace, config.leader_lease_s, clock)
         self.ctx.fence = self.leader.check_fence
-        self.verifier = Verifier(config.agent_secret)
+        self.verifier = Verifier(config)
         self.publisher: Publisher | None = None
         self.changes = changes.ChangePublisher(self.bus)
         self.applier = Applier(self.ctx, HANDLERS, workers.on_heartbeats,
@@ -110,6 +110,7 @@ class Dispatcher:
 
     def run(self) -> None:
         open_and_migrate(self.config.resolved_database_url)
+        self.verifier.command_key = signing.command_key(self.config.command_key)
         self.publisher = metrics.instrument(self.bus.publisher())
         while not self._stopping.is_set():
             try:
@@ -188,7 +189,8 @@ class Dispatcher:
         if msg is None:
             return
         body = body_bytes(message)
-        refusal = self.verifier.refusal(msg, body, message.headers or {}, self.ctx.clock())
+        refusal = self.verifier.refusal(msg, body, message.headers or {}, self.ctx.clock(),
+                                        message.delivery_info.get("routing_key", ""))
         if refusal is None and not isinstance(msg, messages.AgentHeartbeat) and type(msg) not in HANDLERS:
             refusal = f"the dispatcher does not handle {msg.kind}"
         if refusal is not None:
@@ -237,8 +239,9 @@ class Dispatcher:
         """What may happen only once the burst is durable: acks, keys, dead letters, the outbox."""
         for failure in failures:
             # The delivery as it came, headers (signature) included, naming the queue it came from.
-            self.publisher.dead_letter_delivery(failure.delivery.raw, f"handler error: {failure.error!r}",
-                                                failure.delivery.queue)
+            error = failure.error
+            reason = str(error) if isinstance(error, Refused) else f"handler error: {error!r}"
+            self.publisher.dead_letter_delivery(failure.delivery.raw, reason, failure.delivery.queue)
         self._acknowledge(burst.deliveries())
         if burst.heartbeats:
             metrics.heartbeats_applied(len(burst.heartbeats))
@@ -257,6 +260,10 @@ class Dispatcher:
             delivery.raw.ack()
 
     def _flush_outbox(self) -> None:
+        try:
+            identity.declare_joined(self.ctx, self.publisher)
+        except BrokerUnavailable as exc:
+            log.warning("could not declare the queues of new agents: %s", exc)
         self.changes.after_commit(self.ctx)
         outbox, self.ctx.outbox = self.ctx.outbox, []
         for message, agent in outbox:
@@ -275,6 +282,8 @@ class Dispatcher:
             if due:
                 with self.applier.transaction():
                     metrics.agents_lost(workers.check_lost(self.ctx))
+                    fleet.check_schedules(self.ctx)
+                    self.verifier.cut_off_revoked(self.ctx)
                 if now >= self._next_sweep:
                     # The safety net: release even if no event asked for it.
                     self.ctx.release_wanted = True
@@ -335,6 +344,13 @@ def run_dispatcher(config: Config, metrics_port: int | None = None, metrics_host
         except OSError as exc:
             raise SystemExit(f"corral dispatcher: cannot serve metrics on {metrics_host}:{metrics_port}: "
                              f"{exc.strerror or exc}") from None
+    open_and_migrate(config.resolved_database_url)
+    with database_proxy.connection_context():
+        refusal = identity.startup_refusal(config)
+    if refusal:
+        log.error("%s", refusal)
+        print(f"corral dispatcher: {refusal}", flush=True)
+        return 2
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signum)

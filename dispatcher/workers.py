@@ -7,8 +7,9 @@ import secrets
 
 from common import messages, signing
 from common.models import DISABLED, ENABLED, OFFLINE, ONLINE, RELEASED, RUNNING, Attempt, Chunk, Worker
-from dispatcher import changes, sql
-from dispatcher.context import Context
+from dispatcher import changes, fleet, sql
+from dispatcher.context import Context, Refused
+from dispatcher.identity import wrap_secret_for
 from dispatcher.leases import requeue_lost
 
 log = logging.getLogger("dispatcher.workers")
@@ -47,11 +48,18 @@ def known_worker_id(ctx: Context, name: str) -> int | None:
 
 def on_hello(ctx: Context, msg: messages.AgentHello) -> None:
     worker = worker_named(ctx, msg.agent)
+    if not ctx.config.insecure_agents and worker.hello_sent_at is not None \
+            and msg.sent_at <= worker.hello_sent_at:
+        # The verifier compares with the committed hello; this one, with an earlier hello of the burst.
+        raise Refused(f"signature check failed: hello from {msg.agent!r} is not newer than its last one "
+                      "(replayed?)")
     if worker.boot_id and msg.boot_id and worker.boot_id != msg.boot_id:
         # A new process under the same name: whatever the old one ran is lost.
         requeue_lost(ctx, worker, "agent restarted")
-    if ctx.config.agent_secret:
-        welcome(ctx, worker, msg)
+    ctx.joined.append((msg.agent, list(msg.pools), list(msg.commands)))
+    secret = wrap_secret_for(ctx.config, msg.agent)
+    if secret:
+        welcome(ctx, worker, msg, secret)
     # The hello's first readings, if it has any (an older agent's has none: keep the stored ones).
     readings = {name: value for name, value in (("update_frequent", msg.update_frequent),
                                                 ("update_less_frequent", msg.update_less_frequent)) if value}
@@ -59,16 +67,17 @@ def on_hello(ctx: Context, msg: messages.AgentHello) -> None:
         hostname=msg.hostname, system=msg.system, pools=msg.pools, commands=msg.commands,
         ip_address=msg.ip_address, mac_address=msg.mac_address, versions=msg.versions,
         boot_id=msg.boot_id, departed_boot_id="", connection=ONLINE, last_heartbeat=ctx.clock(),
-        activity=worker.activity or "idle", **readings,
+        activity=worker.activity or "idle", hello_sent_at=msg.sent_at or None, **readings,
     ).where(Worker.id == worker.id).execute()
     if readings:  # what the heartbeat path remembers as written is stale now
         ctx.readings.pop(worker.id, None)
+    fleet.after_hello(ctx, worker, msg)
     if worker.connection != ONLINE:
         log.info("worker %s: %s -> online (hello)", msg.agent, worker.connection)
     ctx.wake_release()
 
 
-def welcome(ctx: Context, worker: Worker, msg: messages.AgentHello) -> None:
+def welcome(ctx: Context, worker: Worker, msg: messages.AgentHello, secret: str) -> None:
     """Issue (or, for a reconnecting process, re-send) the agent's signing key."""
     if worker.boot_id == msg.boot_id and worker.signing_key:
         key = bytes.fromhex(worker.signing_key)
@@ -79,7 +88,7 @@ def welcome(ctx: Context, worker: Worker, msg: messages.AgentHello) -> None:
     ctx.issued_keys[msg.agent] = key
     ctx.send(messages.ControlWelcome(
         agent=msg.agent, boot_id=msg.boot_id, nonce=nonce,
-        wrapped_key=signing.wrap(ctx.config.agent_secret, msg.agent, msg.boot_id, nonce, key)), msg.agent)
+        wrapped_key=signing.wrap(secret, msg.agent, msg.boot_id, nonce, key)), msg.agent)
 
 
 def on_heartbeat(ctx: Context, msg: messages.AgentHeartbeat) -> None:
@@ -124,6 +133,7 @@ def on_heartbeats(ctx: Context, beats: list[messages.AgentHeartbeat]) -> None:
     for name in newest:
         if known[name].connection != ONLINE:
             log.info("worker %s: offline -> online (heartbeat)", name)
+            fleet.remind(ctx, known[name].id)
             ctx.wake_release()
     _abort_dead_leases(ctx, {b.lease_id: n for n, b in newest.items() if b.lease_id})
 
@@ -174,6 +184,7 @@ def on_goodbye(ctx: Context, msg: messages.AgentGoodbye) -> None:
                   departed_boot_id=msg.boot_id or worker.boot_id or "-").where(
         Worker.id == worker.id).execute()
     log.info("worker %s: %s -> offline (goodbye: %s)", worker.name, worker.connection, msg.reason)
+    fleet.after_goodbye(ctx, worker)
 
 
 def on_update(ctx: Context, msg: messages.WorkerUpdate) -> None:
@@ -186,6 +197,7 @@ def on_update(ctx: Context, msg: messages.WorkerUpdate) -> None:
         ctx.wake_release()
     if msg.activity:
         Worker.update(activity=msg.activity).where(Worker.id == worker.id).execute()
+    fleet.on_update(ctx, worker, msg)
 
 
 def check_lost(ctx: Context) -> int:

@@ -32,8 +32,10 @@ class Farm:
         self.headers = {"Authorization": f"Bearer {self.token}"}
         self.logdir = logdir
         self.procs: dict[str, subprocess.Popen] = {}
+        self.agent_names: list[str] = []  # every agent started, for cleaning up its queue
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}"
+        self.verify: bool | str = True  # requests' verify: a CA file for a gateway with TLS
 
     def _spawn(self, name: str, *args: str, prefix: tuple[str, ...] = (),
                env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -43,27 +45,51 @@ class Farm:
         self.procs[name] = proc
         return proc
 
-    def gateway(self) -> None:
-        self._spawn("gateway", "gateway", "--port", str(self.port), "--workers", "2")
+    def gateway(self, *args: str) -> None:
+        self._spawn("gateway", "gateway", "--port", str(self.port), "--workers", "2", *args)
         wait_for(self._healthy, timeout=30, what="the gateway to answer /health")
 
     def _healthy(self) -> bool:
         try:
-            return requests.get(f"{self.api}/health", timeout=1).status_code == 200
+            return requests.get(f"{self.api}/health", timeout=1, verify=self.verify).status_code == 200
         except requests.RequestException:
             return False
 
-    def dispatcher(self, name: str = "dispatcher", env: dict[str, str] | None = None) -> subprocess.Popen:
+    def dispatcher(self, name: str = "dispatcher", env: dict[str, str] | None = None,
+                   args: tuple[str, ...] = ()) -> subprocess.Popen:
         """A ``corral dispatcher``; start several under different names for standbys. ``env``
-        overrides the farm's environment for this process only."""
-        return self._spawn(name, "dispatcher", env=env)
+        overrides the farm's environment for this process only; ``args`` are its options."""
+        return self._spawn(name, "dispatcher", *args, env=env)
 
-    def agent(self, name: str, *pools: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
-        """An agent process; ``prefix`` wraps its command (``ip netns exec NS`` for another host)."""
+    def agent(self, name: str, *pools: str, credential: Path | None = None,
+              env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+        """An agent process; with ``credential`` (from ``enroll``) it proves its enrollment;
+        ``prefix`` wraps its command (``ip netns exec NS`` for another host)."""
         args = ["agent", "--name", name]
         for pool in pools:
             args += ["--pool", pool]
-        return self._spawn(f"agent-{name}", *args, prefix=prefix)
+        self.agent_names.append(name)
+        extra = dict(env or {})
+        if credential is not None:
+            extra["CORRAL_AGENT_CREDENTIAL_FILE"] = str(credential)
+        return self._spawn(f"agent-{name}", *args, env=extra, prefix=prefix)
+
+    def enroll(self, name: str, *pools: str) -> Path:
+        """``corral agent enroll`` through the gateway; returns the file holding the credential."""
+        path = self.logdir.parent / f"{name}.credential"
+        args = [*CORRAL, "agent", "enroll", name, "--api", self.api, "--credential-file", str(path)]
+        for pool in pools:
+            args += ["--pool", pool]
+        done = subprocess.run(args, env={**self.env, "CORRAL_TOKEN": self.token}, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return path
+
+    def revoke(self, name: str) -> None:
+        done = subprocess.run([*CORRAL, "agent", "revoke", name, "--api", self.api],
+                              env={**self.env, "CORRAL_TOKEN": self.token}, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
 
     def wait_online(self, names: list[str], timeout: float = 30) -> dict:
         def online():
@@ -85,6 +111,24 @@ class Farm:
     def close(self) -> None:
         for name in list(self.procs):
             self.stop(name, signal.SIGTERM, timeout=10)
+        self._delete_agent_queues(self.agent_names)
+
+    def _delete_agent_queues(self, agents: list[str]) -> None:
+        """Agents' control queues outlive their agents for a while (x-expires): delete them now."""
+        from kombu import Connection
+
+        from common import topology
+
+        try:
+            with Connection(self.env["CORRAL_BROKER_URL"], connect_timeout=3) as conn:
+                namespace = self.env["CORRAL_NAMESPACE"]
+                for agent in set(agents):
+                    try:
+                        conn.channel().queue_delete(topology.agent_queue_name(namespace, agent))
+                    except Exception:  # noqa: BLE001 - not ours to delete (least-privilege users), or gone
+                        pass
+        except Exception:  # noqa: BLE001 - a broker that is away has nothing to clean
+            pass
 
     def logs(self) -> str:
         parts = []
@@ -96,13 +140,14 @@ class Farm:
     # -- REST --------------------------------------------------------------
 
     def get(self, path: str):
-        response = requests.get(f"{self.api}{path}", headers=self.headers, timeout=10)
+        response = requests.get(f"{self.api}{path}", headers=self.headers, timeout=10, verify=self.verify)
         response.raise_for_status()
         return response.json()
 
     def submit(self, type_name: str, settings: dict, **fields) -> dict:
         body = {"type": type_name, "settings": settings, **fields}
-        response = requests.post(f"{self.api}/tasks", json=body, headers=self.headers, timeout=10)
+        response = requests.post(f"{self.api}/tasks", json=body, headers=self.headers, timeout=10,
+                                 verify=self.verify)
         assert response.status_code == 202, response.text
         return response.json()
 

@@ -76,7 +76,8 @@ class Events:
 @pytest.fixture
 def agent_env(farm_env):
     """These tests play the dispatcher's part by hand, unsigned (signed mode: the test at the end)."""
-    return {k: v for k, v in farm_env.items() if k != "CORRAL_AGENT_SECRET"}
+    env = {k: v for k, v in farm_env.items() if k != "CORRAL_AGENT_SECRET"}
+    return {**env, "CORRAL_INSECURE_AGENTS": "true"}
 
 
 @pytest.fixture
@@ -397,6 +398,10 @@ def test_with_a_farm_secret_the_agent_waits_for_its_welcome_and_then_signs_every
                                          wrapped_key=signing.wrap(config.agent_secret, node.name,
                                                                   hello.boot_id, "n1", key))
                 publisher = bus.publisher()
+                # As the dispatcher does on a hello: the agent's queues first (it may declare none).
+                for command in node.registry.commands:
+                    publisher.declare(bus.topology.chunk_queue("default", command))
+                publisher.declare(bus.topology.agent_queue(node.name))
                 publisher.control(welcome, node.name)
                 publisher.close()
                 deadline = time.monotonic() + 10

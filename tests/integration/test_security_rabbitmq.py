@@ -29,13 +29,18 @@ def rabbitmqctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
                           check=check)
 
 
-@pytest.fixture
-def vhost(broker_url):
-    """A vhost and users of its own, deleted afterwards; needs rabbitmqctl for the local broker."""
+def vhost_or_missing(broker_url: str) -> None:
+    """Vhosts of our own need rabbitmqctl managing the (local) test broker."""
     host = urlparse(broker_url).hostname
     if shutil.which("rabbitmqctl") is None or host not in ("localhost", "127.0.0.1") \
             or rabbitmqctl("status", check=False).returncode != 0:
         missing("rabbitmqctl managing the broker on localhost")
+
+
+@pytest.fixture
+def vhost(broker_url):
+    """A vhost and users of its own, deleted afterwards; needs rabbitmqctl for the local broker."""
+    vhost_or_missing(broker_url)
     suffix = uuid.uuid4().hex[:8]
     name, prefix = f"corral-sec-{suffix}", f"sec{suffix}-"
     passwords = {role: uuid.uuid4().hex for role in ("gateway", "dispatcher", "agent")}
@@ -72,10 +77,11 @@ def test_a_farm_runs_under_least_privilege_users_and_an_agent_cannot_publish_wor
     farm = Farm(dict(base, CORRAL_BROKER_URL=as_user["gateway"]), tmp_path / "logs")
     try:
         farm.gateway()
+        credential = farm.enroll("n1", "default")  # closed by default: the dispatcher needs one
         farm.env = dict(farm.env, CORRAL_BROKER_URL=as_user["dispatcher"])
         farm.dispatcher()
         farm.env = dict(farm.env, CORRAL_BROKER_URL=as_user["agent-n1"])
-        farm.agent("n1")
+        farm.agent("n1", credential=credential)
         task = farm.submit("sleep", sleep_settings(1, 4, 2, 0.05))
         done = farm.wait_task(task["id"], timeout=60)
         assert done["frames_done"] == 4

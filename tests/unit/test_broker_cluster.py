@@ -56,7 +56,9 @@ def test_quorum_makes_every_durable_queue_a_quorum_queue_and_drops_chunk_priorit
     assert topo.chunk_queue("default", "sleep").max_priority is None
     assert topo.heartbeat_queue().queue_arguments["x-max-length"] > 0
     agent = topo.agent_queue("a1")  # quorum queues cannot auto-delete: stays classic
-    assert agent.auto_delete and not (agent.queue_arguments or {}).get("x-queue-type")
+    # Agent queues stay classic: not durable, made by the dispatcher on hello, expiring when unused.
+    assert not agent.durable and "x-expires" in agent.queue_arguments
+    assert not agent.queue_arguments.get("x-queue-type")
 
 
 def test_classic_keeps_broker_priorities_and_the_broker_default_queue_type():

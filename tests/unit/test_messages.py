@@ -16,6 +16,7 @@ SAMPLES = [
     messages.TaskRetry(task_id=4),
     messages.FarmChanged(changes=[{"type": "chunk", "id": 7, "task": 2}], committed_at=1.5),
     messages.WorkerUpdate(worker_id=3, status="disabled"),
+    messages.WorkerUpdate(worker_id=3, pools=["gpu"], action="stop", sleep_schedule_clear=True),
     messages.AgentHello(agent="a1", hostname="h", system="Linux 6.1", pools=["default"],
                         commands=["sleep"], versions={"blender": "3.4.1"}, boot_id="b"),
     messages.AgentHeartbeat(agent="a1", sent_at=1.5, update_frequent={"worker_cpu_percent": 3.0}),
@@ -30,6 +31,10 @@ SAMPLES = [
     messages.ControlResume(task_id=1),
     messages.ControlWelcome(agent="a1", boot_id="b", nonce="n", wrapped_key="00ff"),
     messages.ControlAbort(chunk_id=4, lease_id="L"),
+    messages.ControlPools(agent="a1", pools=["gpu", "default"]),
+    messages.ControlStop(agent="a1", mode="restart"),
+    messages.ControlSleep(agent="a1", asleep=True, reason="mon 09:00-19:00 UTC"),
+    messages.ControlRevoke(agent="a1", reason="enrollment revoked"),
 ]
 
 
