@@ -41,6 +41,17 @@ class Parser:
         done = set(self.progress.frames_done)
         return next((f for f in self.frames if f not in done), None)
 
+    def file_written(self, path: str, frame: int | None) -> bool:
+        """Record a written file as ``frame`` done; with no frame left (more files than frames,
+        e.g. stereo views) keep the file alone. True when the progress changed."""
+        if frame is None:
+            if path in self.progress.files:
+                return False
+            self.progress.files.append(path)
+            return True
+        self.progress.frame_current = frame
+        return self.progress.mark_done(frame, path)
+
     def finish_all(self) -> None:
         """Mark every frame done: the command succeeded as a whole (noop, a video encode)."""
         for frame in self.frames:

@@ -48,10 +48,4 @@ class BlenderRenderParser(Parser):
         if frame is None:
             frame = self.next_expected()
         self._fra_since_save = None
-        if frame is None:  # more files than frames (e.g. stereo views): keep the file
-            if path in self.progress.files:
-                return False
-            self.progress.files.append(path)
-            return True
-        self.progress.frame_current = frame
-        return self.progress.mark_done(frame, path)
+        return self.file_written(path, frame)

@@ -68,14 +68,7 @@ class RegexParser(Parser):
         return False
 
     def _file(self, path: str) -> bool:
-        frame = self.next_expected()
-        if frame is None:
-            if path in self.progress.files:
-                return False
-            self.progress.files.append(path)
-            return True
-        self.progress.frame_current = frame
-        return self.progress.mark_done(frame, path)
+        return self.file_written(path, self.next_expected())
 
     def _progress(self, text: str) -> bool:
         try:

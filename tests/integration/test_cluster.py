@@ -26,7 +26,7 @@ from common.topology import (
 from tests.conftest import delete_namespace_queues, farm_environment, missing, wait_for
 from tests.integration.farmproc import Farm, sleep_settings
 from tests.integration.logtimes import first_after
-from tests.integration.test_farm import chunk_rows
+from tests.integration.test_farm import assert_a_high_priority_task_overtakes_a_low_one, chunk_rows
 from tests.rabbitnodes import RabbitCluster, RabbitNode, rabbitmq_available
 
 pytestmark = pytest.mark.integration
@@ -144,21 +144,7 @@ def test_on_quorum_queues_a_high_priority_task_waits_behind_at_most_release_ahea
     # Quorum queues deliver first in, first out; the dispatcher's bounded release decides the order.
     farm = cluster_farm
     farm.env["CORRAL_RELEASE_AHEAD"] = "1"
-    farm.gateway()
-    farm.dispatcher()
-    farm.agent("solo")
-    farm.wait_online(["solo"])
-    low = farm.submit("sleep", sleep_settings(1, 8, 1, 0.3), priority=10)
-    wait_for(lambda: farm.get(f"/tasks/{low['id']}")["status"] == "rendering", timeout=20,
-             what="the low task to start")
-    high = farm.submit("sleep", sleep_settings(1, 2, 1, 0.05), priority=90)
-    farm.wait_task(high["id"], timeout=30)
-    high_end = max(c["finished_at"] for c in chunk_rows(farm.env, high["id"]))
-    low_rows = chunk_rows(farm.env, low["id"])
-    started_after = [c for c in low_rows if c["started_at"] is None or c["started_at"] > high_end]
-    # One busy agent: the running low chunk and the one released ahead precede the high task.
-    assert len(started_after) >= 5, low_rows
-    farm.wait_task(low["id"], timeout=30)
+    assert_a_high_priority_task_overtakes_a_low_one(farm)
 
 
 def test_a_queue_type_that_does_not_match_the_namespace_s_queues_is_named_in_the_log(broker_url, namespace,
