@@ -15,6 +15,7 @@ One thread owns everything. Each turn of its loop:
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -120,6 +121,16 @@ class Dispatcher:
                 log.warning("dispatcher %s: active -> standby (%s)", self.leader.identity, exc)
                 self.ctx.rolled_back()
                 self._burst = Burst()
+            except DB_ERRORS as exc:
+                # A database error outside a fenced transaction: the same as losing the lead.
+                # Stand by (the broker connection is closed, its messages go back) and try again.
+                log.warning("dispatcher %s: database unreachable (%s); standing by",
+                            self.leader.identity, exc)
+                self.ctx.rolled_back()
+                self._burst = Burst()
+                with contextlib.suppress(*DB_ERRORS):
+                    database_proxy.close()
+                self._stopping.wait(1.0)
             except CONNECTION_ERRORS + (BrokerUnavailable,) as exc:
                 if self._stopping.is_set():
                     break
