@@ -18,7 +18,6 @@ import uuid
 from peewee import fn
 
 from common import messages
-from common.bus import Publisher
 from common.models import (
     DISABLED,
     ENABLED,
@@ -40,7 +39,7 @@ from dispatcher.context import Context
 log = logging.getLogger("dispatcher.release")
 ACTIVE = (QUEUED, RENDERING)
 SKIP_ALLOWANCE = 20
-# (assignment, pool, task priority): what Publisher.chunk_batch takes
+# (assignment, pool, task priority): what Publisher.chunk_message takes
 Assignment = tuple[messages.ChunkAssign, str, int]
 
 
@@ -62,14 +61,15 @@ class Candidate:
     stall_timeout_s: int
 
 
-def release(ctx: Context, publisher: Publisher) -> int:
-    """Publish as many pending chunks as the queues have room for; return how many.
+def release(ctx: Context) -> list[Assignment]:
+    """Mark as many pending chunks released as the queues have room for; their assignments.
 
-    Runs inside the caller's transaction: every chosen chunk is marked released,
-    then all their messages are published and confirmed together. If the broker
-    refuses, the exception rolls the transaction back, so nothing is marked
-    released that the broker did not take (a message that did get through names
-    a lease the database never recorded: its agent is told to drop it).
+    Runs inside the caller's transaction (the burst's, usually). The caller
+    publishes the assignments only after the commit, without waiting for the
+    broker's confirms; a chunk whose message the broker refuses or loses with
+    its connection has its lease withdrawn (``leases.withdraw``), and one lost
+    with the dispatcher itself is withdrawn after ``release_timeout_s``
+    (``leases.withdraw_stranded``). See "Releasing" in docs/architecture.md.
     """
     online = online_workers()
     workers = [w for w in online if w.status == ENABLED and fleet.takes_chunks(w)]
@@ -86,8 +86,7 @@ def release(ctx: Context, publisher: Publisher) -> int:
         room = idle + ctx.config.release_ahead - released.get((pool, command), 0)
         if eligible and room > 0:
             batch += _release_group(ctx, pool, command, room, eligible, disabled)
-    publisher.chunk_batch(batch)
-    return len(batch)
+    return batch
 
 
 class Online(typing.NamedTuple):
