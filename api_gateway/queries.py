@@ -6,7 +6,7 @@ the dispatcher). Every later change is the dispatcher's.
 """
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from typing import Any
 
 from peewee import JOIN, IntegrityError, fn
@@ -15,7 +15,7 @@ from api_gateway.cache import Memo
 from api_gateway.errors import Conflict
 from api_gateway.inputs import NewTask, TaskQuery, WorkerRegistration
 from api_gateway.paging import Position
-from api_gateway.serialize import TASK_COLUMNS, attempt_body, chunk_body, task_row_body
+from api_gateway.serialize import TASK_COLUMNS, attempt_body, chunk_body, json_column, task_row_body
 from common.errors import NotFound
 from common.models import ONLINE, QUEUED, Attempt, Blocklist, Chunk, Task, Worker, database_proxy
 
@@ -81,20 +81,24 @@ def _task_order(query: TaskQuery) -> str:
     return f' ORDER BY "{query.sort}" {direction}{nulls}{tie}'
 
 
+def task_list_sql(query: TaskQuery, p: str) -> tuple[str, list[Any]]:
+    """The SQL of one page of ``query`` and its parameters, reading one row beyond the page."""
+    clauses, params = _task_filter(query, p)
+    if query.after is not None:
+        clause, after_params = _after(query, query.after, p)
+        clauses.append(clause)
+        params.extend(after_params)
+    sql = f"{_TASK_LIST_SELECT}{_where(clauses)}{_task_order(query)} LIMIT {p} OFFSET {p}"
+    return sql, [*params, query.limit + 1, query.offset]
+
+
 def list_tasks(query: TaskQuery) -> tuple[list[dict[str, Any]], bool]:
     """One page of task bodies in the query's order (newest first by default), ties broken by id.
 
-    Returns ``(bodies, more)``: ``more`` says whether any task follows the page
-    (one row beyond ``limit`` is read to know).
+    Returns ``(bodies, more)``: ``more`` says whether any task follows the page.
     """
     db = database_proxy.obj
-    clauses, params = _task_filter(query, db.param)
-    if query.after is not None:
-        clause, after_params = _after(query, query.after, db.param)
-        clauses.append(clause)
-        params.extend(after_params)
-    sql = f"{_TASK_LIST_SELECT}{_where(clauses)}{_task_order(query)} LIMIT {db.param} OFFSET {db.param}"
-    rows = db.execute_sql(sql, (*params, query.limit + 1, query.offset)).fetchall()
+    rows = db.execute_sql(*task_list_sql(query, db.param)).fetchall()
     return [task_row_body(row) for row in rows[:query.limit]], len(rows) > query.limit
 
 
@@ -191,16 +195,31 @@ def chunks_of(task_id: int) -> list[dict[str, Any]]:
     return [chunk_body(chunk, chunk.worker_name, history[chunk.id]) for chunk in chunks]
 
 
-SUMMARY_COLUMNS = (Worker.id, Worker.name, Worker.activity, Worker.connection, Worker.current_task,
-                   Worker.hostname, Worker.ip_address, Worker.port, Worker.status, Worker.system,
-                   Worker.pools, Worker.commands, Worker.versions, Worker.last_heartbeat,
-                   Worker.current_chunk, Worker.update_frequent, Worker.update_less_frequent,
-                   Worker.operator_pools, Worker.pending_action, Worker.sleep_schedule, Worker.asleep)
+# The columns GET /workers lists (no signing key, boot id or MAC address), read as plain tuples
+# for the same reason as the task list: a model per worker cost more than the query.
+SUMMARY_COLUMNS = ("id", "name", "activity", "connection", "current_task", "hostname", "ip_address", "port",
+                   "status", "system", "pools", "commands", "versions", "last_heartbeat", "current_chunk",
+                   "update_frequent", "update_less_frequent", "operator_pools", "pending_action",
+                   "sleep_schedule", "asleep")
+WorkerRow = namedtuple("WorkerRow", SUMMARY_COLUMNS)  # type: ignore[misc]  # read like a Worker
+_JSON_SUMMARY_COLUMNS = [SUMMARY_COLUMNS.index(name) for name in
+                         ("pools", "commands", "versions", "update_frequent", "update_less_frequent",
+                          "operator_pools", "sleep_schedule")]
+_ALL_WORKERS_SQL = ("SELECT " + ", ".join(f'"{c}"' for c in SUMMARY_COLUMNS)
+                    + ' FROM "workers" ORDER BY "name"')
 
 
-def all_workers() -> list[Worker]:
-    """Every worker with the list's columns only (no signing key, boot id, MAC address)."""
-    return list(Worker.select(*SUMMARY_COLUMNS).order_by(Worker.name))
+def all_workers() -> list[WorkerRow]:
+    """Every worker with the list's columns only, by name."""
+    return [_worker_row(row) for row in database_proxy.obj.execute_sql(_ALL_WORKERS_SQL).fetchall()]
+
+
+def _worker_row(row: tuple[Any, ...]) -> WorkerRow:
+    values = list(row)
+    for index in _JSON_SUMMARY_COLUMNS:
+        if values[index] is not None:
+            values[index] = json_column(values[index])
+    return WorkerRow(*values)
 
 
 def get_worker(worker_id: int) -> Worker:

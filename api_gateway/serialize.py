@@ -1,8 +1,9 @@
 """Rows to JSON-ready dicts: the response bodies ``docs/api.md`` describes."""
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import msgspec
 
 from common.models import Attempt, Chunk, Task, Worker
 
@@ -22,6 +23,9 @@ TASK_KEYS = tuple(key for key, _ in TASK_FIELDS)
 TASK_COLUMNS = tuple(column for _, column in TASK_FIELDS)
 
 
+json_column = msgspec.json.Decoder().decode  # a JSON column's text, read 2-3x faster than json.loads
+
+
 def task_body(task: Task) -> dict[str, Any]:
     return {key: getattr(task, column) for key, column in TASK_FIELDS}
 
@@ -29,7 +33,7 @@ def task_body(task: Task) -> dict[str, Any]:
 def task_row_body(row: tuple[Any, ...]) -> dict[str, Any]:
     """A task body from a row of ``TASK_COLUMNS`` as the driver returns it (settings still JSON text)."""
     body = dict(zip(TASK_KEYS, row, strict=True))
-    body["settings"] = json.loads(body["settings"])
+    body["settings"] = json_column(body["settings"])
     return body
 
 
@@ -74,7 +78,7 @@ def attempt_body(attempt: Attempt, worker_name: str | None) -> dict[str, Any]:
     }
 
 
-def worker_summary(worker: Worker) -> dict[str, Any]:
+def worker_summary(worker: Any) -> dict[str, Any]:
     """A worker as the Manager document's ``GET /workers`` lists it, plus Corral's fields."""
     return {
         "activity": worker.activity,
@@ -98,7 +102,7 @@ def worker_summary(worker: Worker) -> dict[str, Any]:
     }
 
 
-def worker_control(worker: Worker) -> dict[str, Any]:
+def worker_control(worker: Any) -> dict[str, Any]:
     """The operator's settings: who chose the pools, the action awaited, the sleep schedule."""
     return {
         "pools_set_by": "agent" if worker.operator_pools is None else "operator",
@@ -108,7 +112,7 @@ def worker_control(worker: Worker) -> dict[str, Any]:
     }
 
 
-def readings(worker: Worker) -> dict[str, Any]:
+def readings(worker: Any) -> dict[str, Any]:
     """The headline machine readings of the heartbeats: CPU %, memory %, 1-minute load."""
     frequent, less = worker.update_frequent or {}, worker.update_less_frequent or {}
     load = frequent.get("load_average") or {}
