@@ -80,6 +80,8 @@ class Compression:
                          req_succeeded: bool) -> None:
         if resp.stream is not None or resp.get_header("Content-Encoding") is not None:
             return
+        if "accept-encoding" in (resp.get_header("Vary") or "").lower():
+            return  # the responder chose between its plain and gzipped body already (``Encoded``)
         data = resp.render_body()  # also sets the content type of a media answer
         is_json = (resp.content_type or "").startswith(falcon.MEDIA_JSON)
         if data is None or len(data) < MIN_BYTES or not is_json:
