@@ -8,15 +8,13 @@ OpenAPI document (``api_gateway/openapi.yaml``).
 """
 from __future__ import annotations
 
-import functools
-import json
 import time
 from collections.abc import Callable
 
 import falcon
 import falcon.media
 
-from api_gateway import errors
+from api_gateway import encoding, errors
 from api_gateway.agents import AgentCollection, AgentItem
 from api_gateway.auth import Authentication
 from api_gateway.changefeed import ChangeFeed
@@ -65,7 +63,7 @@ def create_app(config: Config, publisher: EventPublisher,
                                  DatabaseConnection(), authentication])
     app.req_options.strip_url_path_trailing_slash = True
     # ASCII-only JSON: any text the database holds can be sent.
-    json_handler = falcon.media.JSONHandler(dumps=functools.partial(json.dumps, separators=(",", ":")))
+    json_handler = falcon.media.JSONHandler(dumps=encoding.dumps)
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     errors.install(app)
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable
 
@@ -10,7 +9,7 @@ import falcon
 
 from api_gateway import queries
 from api_gateway.cache import Memo
-from api_gateway.encoding import Encoded
+from api_gateway.encoding import Encoded, dumps
 from api_gateway.events import EventSender
 from api_gateway.inputs import parse_worker_patch, parse_worker_registration
 from api_gateway.media import query_int, read_body
@@ -36,7 +35,7 @@ class WorkerCollection:
     @staticmethod
     def _encoded_listing() -> Encoded:
         listing = {worker.name: worker_summary(worker) for worker in queries.all_workers()}
-        return Encoded.of(json.dumps(listing, separators=(",", ":")).encode())
+        return Encoded.of(dumps(listing))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         registration = parse_worker_registration(read_body(req))

@@ -6,11 +6,31 @@ import json
 
 import pytest
 
-from api_gateway.encoding import MIN_BYTES, accepts_gzip
+from api_gateway.encoding import MIN_BYTES, accepts_gzip, dumps
 from common.models import Worker, database_proxy
 from tests.unit.paging_support import seed_tasks
 
 GZIP = {"Accept-Encoding": "gzip, deflate"}
+
+
+@pytest.mark.parametrize("media", [
+    {"tasks": [{"id": 1, "settings": {"frames": [[1, 10]]}, "started_at": 1700000000.123456}], "next": None},
+    {"task_id": "shot-é-🎬", "error": "naïve"},
+    {"odd": "\ud800 lone surrogate"},
+    [1e16, 0.1, -0.0, 10**30, True, None, ""],
+])
+def test_answers_are_compact_ascii_json_that_reads_back_as_the_same_values(media):
+    data = dumps(media)
+    assert data.isascii() and b", " not in data and b": " not in data
+    assert json.loads(data) == media
+
+
+def test_a_task_with_non_ascii_text_is_answered_with_that_text_escaped(client):
+    submission = {"type": "noop", "settings": {"frames": "1"}, "task_id": "café"}
+    created = client.simulate_post("/tasks", json=submission)
+    listed = client.simulate_get("/tasks")
+    assert b"caf\\u00e9" in listed.content and b"caf\\u00e9" in created.content
+    assert listed.json["tasks"][0]["task_id"] == "café"
 
 
 @pytest.mark.parametrize("header, accepted", [
