@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,8 @@ def sampled(pid: int, name: str, enabled: bool = True, duration_s: int = 600) ->
     out = PROFILE_DIR / f"{name}.txt"
     argv = [_venv_pyspy() or "py-spy", "record", "--pid", str(pid), "--rate", "100", "--subprocesses",
             "--format", "raw", "--duration", str(duration_s), "--output", str(out), "--nonblocking"]
+    if os.environ.get("CORRAL_PROFILE_GIL"):  # only samples holding the GIL: on-CPU Python, no waits
+        argv.append("--gil")
     proc = farm.spawn(argv, {}, PROFILE_DIR / f"{name}.log")
     try:
         yield

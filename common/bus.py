@@ -39,6 +39,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, KombuError, Opera
 PUBLISH_RETRY_ERRORS: tuple[type[BaseException], ...] = CONNECTION_ERRORS
 try:  # py-amqp's own errors (channel closed, connection forced, ...)
     import amqp.exceptions
+    import amqp.transport
 
     CONNECTION_ERRORS += (amqp.exceptions.AMQPError,)
     # A nack: the broker did not take the message (a quorum queue electing a new leader
@@ -112,6 +113,7 @@ class Bus:
         if failed:
             log.info("%d broker address(es) did not answer (%s); connected to %s",
                      len(failed), failed[-1], conn.as_uri(include_password=False))
+        read_ahead(conn)
         return conn
 
     def declare_core(self, channel: Any) -> None:
@@ -199,6 +201,26 @@ class _Confirms:
     def overtaken(self) -> list[int]:
         """Tags still unconfirmed although a later one was confirmed."""
         return sorted(t for t in self.pending if t < self.highest)
+
+
+READ_AHEAD_BYTES = 8192
+
+
+def read_ahead(conn: Connection) -> None:
+    """Let py-amqp read what the broker has sent in one system call, not one per frame part.
+
+    py-amqp asks the socket for exactly the bytes it needs next (a frame's
+    header, its payload, its end byte): nine ``recv`` calls per delivered
+    message, half of the dispatcher's time at 10,000 heartbeating agents. Its
+    reader keeps whatever a ``recv`` returns beyond the request for the next
+    read, so asking for up to ``READ_AHEAD_BYTES`` each time changes only how
+    many system calls it takes. Plain TCP only (TLS reads whole records anyway).
+    """
+    transport = getattr(getattr(conn, "connection", None), "transport", None)
+    sock = getattr(transport, "sock", None)
+    if isinstance(transport, amqp.transport.TCPTransport) and sock is not None:
+        recv = sock.recv
+        transport._quick_recv = lambda n: recv(max(n, READ_AHEAD_BYTES))
 
 
 @contextlib.contextmanager

@@ -76,13 +76,16 @@ def release(ctx: Context) -> list[Assignment]:
     with the dispatcher itself is withdrawn after ``release_timeout_s``
     (``leases.withdraw_stranded``). See "Releasing" in docs/architecture.md.
     """
+    groups = pending_groups(ctx)
+    if not groups:  # the common case of an idle farm: no need to read every online worker
+        return []
     online = online_workers()
     workers = [w for w in online if w.status == ENABLED and fleet.takes_chunks(w)]
     # Disabled, asleep and stopping agents decline what reaches them anyway.
     disabled = sorted(w.name for w in online if w.status == DISABLED or not fleet.takes_chunks(w))
     released = {(pool, command): n for pool, command, n in sql.execute(_RELEASED, (RELEASED,)).fetchall()}
     batch: list[Assignment] = []
-    for pool, command in pending_groups(ctx):
+    for pool, command in groups:
         eligible = [w for w in workers if pool in w.pools and command in w.commands]
         idle = sum(1 for w in eligible if w.current_lease is None)
         room = idle + ctx.config.release_ahead - released.get((pool, command), 0)
@@ -209,10 +212,13 @@ def _mark_released(ctx: Context, chunk: Candidate, exclude: list[str]) -> messag
 
 def waiting_reasons(ctx: Context) -> dict[int, str]:
     """For each active task with pending chunks that no agent may take now: why."""
+    pending = pending_by_task(ctx)
+    if not pending:
+        return {}
     enabled = [w for w in online_workers() if w.status == ENABLED]
     workers = [w for w in enabled if fleet.takes_chunks(w)]
     reasons: dict[int, str] = {}
-    for task_id, pool, command in pending_by_task(ctx):
+    for task_id, pool, command in pending:
         eligible = {w.name for w in workers if pool in w.pools and command in w.commands}
         if not eligible:
             reasons[task_id] = fleet.unavailable_reason(enabled, pool, command) or (
