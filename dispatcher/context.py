@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from common import messages
 from common.config import Config
@@ -50,6 +51,12 @@ class Context:
     fence: Callable[[], None] = lambda: None
     # What the transaction changed, for the change events (dispatcher/changes.py): key -> change.
     changed: dict[tuple, dict] = dataclasses.field(default_factory=dict)
+    # Set while a task may have chunks left to compile (dispatcher.tasks.compile_some); True at start,
+    # so a new leader resumes what the last one left half compiled.
+    compile_wanted: bool = True
+    # Task id -> its compile in progress (a chunk generator and how far it got): a cache, checked
+    # against the task's compiled_upto before each use.
+    compiles: dict[int, Any] = dataclasses.field(default_factory=dict)
 
     def send(self, message: messages.Message, agent: str | None = None) -> None:
         self.outbox.append((message, agent))
@@ -75,7 +82,9 @@ class Context:
         self.issued_keys.clear()
         self.changed.clear()
         self._forget_cached()
+        self.compiles.clear()
         self.release_wanted = True
+        self.compile_wanted = True
 
     def _forget_cached(self) -> None:
         # A rolled back insert or update may be what these remember.
