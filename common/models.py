@@ -160,8 +160,16 @@ class Chunk(BaseModel):
         indexes = (
             (("task", "index"), True),
             (("task", "status", "command"), False),  # "does this task have pending X chunks?"
-            (("status", "command", "priority", "task", "index"), False),  # release order
         )
+
+
+# The release order (dispatcher/release.py: priority DESC, task, index) read straight off the
+# index: with priority ascending in it, SQLite sorted every pending chunk of a priority to
+# find the first few (0.7 s per release with a million-chunk task pending).
+RELEASE_ORDER_INDEX = ModelIndex(
+    Chunk, (Chunk.status, Chunk.command, Chunk.priority.desc(), Chunk.task, Chunk.index),
+    name="chunks_release_order")
+Chunk.add_index(RELEASE_ORDER_INDEX)
 
 
 # Indexes on columns a new chunk leaves NULL hold only the rows where they are set: a

@@ -153,29 +153,21 @@ _INSERT = ('INSERT INTO "chunks" ("task_id", "index", "command", "parser", "para
 
 
 def _rows(task: Task, specs: Iterable[ChunkSpec]) -> Iterator[tuple]:
-    """One row per chunk. The chunks of a step share their params and dependencies (one object
-    each), so those are encoded once per step, not once per chunk."""
-    params, depends = _LastJSON(), _LastJSON()
-    for spec in specs:
-        frames, count = _frames_json(spec.frames)
-        yield (task.id, spec.index, spec.command, spec.parser, params.encode(spec.params), frames, count,
-               depends.encode(spec.depends_on), BLOCKED if spec.depends_on else PENDING, task.priority,
-               spec.step)
+    """One row per chunk. The chunks of a step share one params dict and one dependency tuple, so
+    each is encoded once per step, not once per chunk (``last``: the object and its JSON)."""
+    task_id, priority = task.id, task.priority
+    last: dict[str, tuple[object, str]] = {"params": (None, ""), "depends": (None, "")}
+    for index, command, frames, params, parser, depends_on, step in specs:
+        if params is not last["params"][0]:
+            last["params"] = (params, _dump(params))
+        if depends_on is not last["depends"][0]:
+            last["depends"] = (depends_on, _dump(depends_on))
+        frames_text, count = _frames_json(frames)
+        yield (task_id, index, command, parser, last["params"][1], frames_text, count, last["depends"][1],
+               BLOCKED if depends_on else PENDING, priority, step)
 
 
-class _LastJSON:
-    """The JSON of the last object given, computed again only for another object."""
-
-    _dump = json.JSONEncoder(separators=(",", ":")).encode
-
-    def __init__(self) -> None:
-        self.obj: object = None
-        self.text = ""
-
-    def encode(self, obj: object) -> str:
-        if obj is not self.obj:
-            self.obj, self.text = obj, self._dump(obj)
-        return self.text
+_dump = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _frames_json(ranges: framelib.Ranges) -> tuple[str, int]:

@@ -13,9 +13,8 @@ reads or writes, ``done_on_exit``, and for a regex parser ``parser_spec``.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from common.errors import CorralError
 from common.frames import Ranges, split_chunks
@@ -29,9 +28,9 @@ class CompileError(CorralError):
     """The task's settings cannot be turned into commands (a value would break an argument)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class ChunkSpec:
-    """One chunk as the compiler describes it.
+class ChunkSpec(NamedTuple):
+    """One chunk as the compiler describes it: a named tuple, immutable and cheap to make (a
+    million-frame task makes a million).
 
     ``params`` may be one dict shared by every chunk of a step whose arguments
     name no chunk token: read it, never change it.
@@ -40,7 +39,7 @@ class ChunkSpec:
     index: int
     command: str
     frames: Ranges
-    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    params: dict[str, Any]
     parser: str | None = None  # None: the task's parser
     depends_on: tuple[int, ...] = ()
     step: str = ""
