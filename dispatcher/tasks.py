@@ -91,6 +91,17 @@ class Compiling:
 
     specs: Iterator[ChunkSpec]
     upto: int
+    ahead: list[ChunkSpec] = dataclasses.field(default_factory=list)  # read past the last window
+
+    def take(self, n: int) -> tuple[list[ChunkSpec], bool]:
+        """The next ``n`` chunks (or fewer), and whether they are the task's last.
+
+        One chunk more is read to tell, and kept for the next window.
+        """
+        window = self.ahead + list(itertools.islice(self.specs, n + 1 - len(self.ahead)))
+        self.ahead = window[n:]
+        del window[n:]
+        return window, not self.ahead
 
 
 def compile_window(ctx: Context, task: Task, budget: int) -> int:
@@ -104,14 +115,14 @@ def compile_window(ctx: Context, task: Task, budget: int) -> int:
     if task.compiled or task.status in TASK_FINAL:
         return 0
     try:
-        window = list(itertools.islice(_compiling(ctx, task).specs, budget))
+        window, last = _compiling(ctx, task).take(budget)
     except (CorralError, KeyError, TypeError, ValueError) as exc:
         ctx.compiles.pop(task.id, None)
         fail_task(ctx, task, f"cannot compile task: {exc}")
         return 0
     insert_chunks(task, window)
     task.compiled_upto += len(window)
-    task.compiled = len(window) < budget  # the generator ran out: that was the last chunk
+    task.compiled = last
     Task.update(compiled_upto=task.compiled_upto, compiled=task.compiled).where(Task.id == task.id).execute()
     if task.compiled:
         ctx.compiles.pop(task.id, None)
