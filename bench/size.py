@@ -60,7 +60,7 @@ def run(results: Results, namespace: str, frames: int, sample_s: float, workdir:
     results.add(ROW, "size_rss_mb", f"{label}: dispatcher peak RSS", rss / 2**20, "MiB",
                 f"sampled every {SAMPLE_S}s; {idle_rss / 2**20:.0f} MiB before the POST")
     results.add(ROW, "size_small_task_s", f"{label}: a 1-frame task posted 0.5 s later, POST -> completed",
-                small.seconds, "s", "the stall: the farm waits while the huge task compiles")
+                small.seconds, "s", f"the stall: the farm waits while the huge task compiles{small.note}")
     results.add(ROW, "size_db_mb", f"{label}: SQLite size (db + wal)", db_bytes / 2**20, "MiB", "")
     results.add(ROW, "size_depth_max", f"{label}: chunk queue depth, max", max(depths), "msgs",
                 f"{len(depths)} samples over {time.monotonic() - t0:.0f}s, {done} frames done")
@@ -74,7 +74,7 @@ class SmallTask(threading.Thread):
 
     def __init__(self, f: farm.Farm, t0: float) -> None:
         super().__init__(name="small-task", daemon=True)
-        self.api, self.t0, self.seconds = f.api, t0, float("nan")
+        self.api, self.t0, self.seconds, self.note = f.api, t0, float("nan"), ""
         self.session = requests.Session()
         self.session.headers.update(f.session.headers)
 
@@ -84,7 +84,11 @@ class SmallTask(threading.Thread):
         # Above the huge task, so its chunk overtakes the huge one's once those are released.
         body = {"type": "noop", "priority": 90,
                 "settings": {"frame_start": 1, "frame_end": 1, "chunk_size": 1}}
-        task_id = self.session.post(f"{self.api}/tasks", json=body, timeout=120).json()["id"]
+        response = self.session.post(f"{self.api}/tasks", json=body, timeout=120)
+        if response.status_code != 202:  # e.g. the database stayed locked past the gateway's busy timeout
+            self.note = f"; its POST answered {response.status_code} after {time.monotonic() - started:.1f}s"
+            return
+        task_id = response.json()["id"]
         while time.monotonic() - started < 300:
             if self.session.get(f"{self.api}/tasks/{task_id}", timeout=30).json()["status"] == "completed":
                 self.seconds = time.monotonic() - started
