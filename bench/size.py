@@ -79,6 +79,12 @@ class SmallTask(threading.Thread):
         self.session.headers.update(f.session.headers)
 
     def run(self) -> None:
+        try:
+            self._post_and_wait()
+        finally:
+            self.session.close()
+
+    def _post_and_wait(self) -> None:
         time.sleep(max(0.0, self.t0 + 0.5 - time.monotonic()))
         started = time.monotonic()
         # Above the huge task, so its chunk overtakes the huge one's once those are released.
@@ -94,7 +100,6 @@ class SmallTask(threading.Thread):
                 self.seconds = time.monotonic() - started
                 break
             time.sleep(0.05)
-        self.session.close()
 
 
 def _sample(f: farm.Farm, task_id: int, frames: int, sample_s: float, t0: float, probe: DepthProbe,
