@@ -7,6 +7,9 @@ import json
 import logging
 from collections.abc import Iterable, Iterator
 
+import psycopg2.extras
+from peewee import PostgresqlDatabase
+
 from common import frames as framelib
 from common import messages
 from common.errors import CorralError
@@ -151,16 +154,24 @@ def _compiling(ctx: Context, task: Task) -> Compiling:
 
 def insert_chunks(task: Task, specs: Iterable[ChunkSpec]) -> None:
     """Insert compiled chunks with one prepared statement; the columns every new chunk shares
-    are literals in it, so a row carries only what differs."""
-    param = database_proxy.obj.param
-    sql = _INSERT.replace("?", param)
-    database_proxy.cursor().executemany(sql, _rows(task, specs))
+    are literals in it, so a row carries only what differs.
+
+    psycopg2's ``executemany`` sends one statement per row (a round trip each: 0.2 ms per
+    chunk); on PostgreSQL the rows go as multi-row VALUES, a thousand per statement.
+    """
+    db = database_proxy.obj
+    if isinstance(db, PostgresqlDatabase):
+        values = _INSERT_VALUES.replace("?", "%s")
+        psycopg2.extras.execute_values(db.cursor(), _INSERT_INTO + " VALUES %s", _rows(task, specs),
+                                       template=values, page_size=1000)
+    else:
+        db.cursor().executemany(f"{_INSERT_INTO} VALUES {_INSERT_VALUES}", _rows(task, specs))
 
 
-_INSERT = ('INSERT INTO "chunks" ("task_id", "index", "command", "parser", "params", "frames", '
-           '"frame_count", "depends_on", "status", "priority", "step", "frames_done", "files", "attempts", '
-           '"failures", "log_tail", "error") '
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', '[]', 0, 0, '', '')")
+_INSERT_INTO = ('INSERT INTO "chunks" ("task_id", "index", "command", "parser", "params", "frames", '
+                '"frame_count", "depends_on", "status", "priority", "step", "frames_done", "files", '
+                '"attempts", "failures", "log_tail", "error")')
+_INSERT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', '[]', 0, 0, '', '')"
 
 
 def _rows(task: Task, specs: Iterable[ChunkSpec]) -> Iterator[tuple]:
