@@ -13,7 +13,7 @@ reads or writes, ``done_on_exit``, and for a regex parser ``parser_spec``.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, NamedTuple
 
 from common.errors import CorralError
@@ -63,25 +63,26 @@ def compile_task(jobtype: JobType | str, settings: dict[str, Any],
             continue
         depends = tuple(i for name in step.after for i in indices.get(name, ()))
         first = index
-        for spec in step_chunks(jt, step, values, scope, first, depends):
-            yield spec
-            index += 1
+        index += yield from step_chunks(jt, step, values, scope, first, depends)
         indices[step.name] = range(first, index)
 
 
 def step_chunks(jt: JobType, step: Step, values: dict[str, Any], scope: Scope, first: int,
-                depends: tuple[int, ...]) -> Iterator[ChunkSpec]:
-    """The chunks of one step, numbered from ``first``.
+                depends: tuple[int, ...]) -> Generator[ChunkSpec, None, int]:
+    """The chunks of one step, numbered from ``first``; returns how many there were.
 
     Arguments that name no chunk token are the same for every chunk: they are
     rendered once and every chunk shares one ``params``.
     """
     shared = step_params(jt, step, values)
     constant = None if args_vary(step.args) else {"args": chunk_args(step, scope), **shared}
-    for index, frames in enumerate(plan_frames(step, values), start=first):
+    index = first
+    for frames in plan_frames(step, values):
         params = constant if constant is not None else {
             "args": chunk_args(step, scope.for_chunk(frames)), **shared}
         yield ChunkSpec(index, step.command, frames, params, step.parser, depends, step.name)
+        index += 1
+    return index - first
 
 
 def args_vary(args: tuple[Arg, ...]) -> bool:
