@@ -9,8 +9,9 @@ Taking a chunk, in the order the dispatcher relies on: cancel the chunk
 consumers, publish ``ChunkStarted`` (confirmed), ack the delivery (the lease,
 kept alive by heartbeats, holds the chunk from then on), run it, publish
 ``ChunkFinished``, consume again. A command that finishes at once (``noop``)
-runs in the consumer thread with the consumers left on: run, publish started
-and finished confirmed together, ack; the next delivery is already on its way.
+runs in the consumer thread with the consumers left on: run, publish one
+``ChunkFinished`` carrying the start (confirmed), ack; the next delivery is
+already on its way.
 """
 from __future__ import annotations
 
@@ -467,16 +468,18 @@ class Agent:
         self._launch(msg)
 
     def _run_inline(self, assign: ChunkAssign, started: ChunkStarted, message: Any) -> None:
-        """A command that finishes at once: run it, report started and finished together, then ack.
+        """A command that finishes at once: run it, report it finished, then ack.
 
-        Started is still confirmed before the ack (a crash before it redelivers the
-        chunk; running a no-op twice is harmless), but both reports cost one
-        confirm round trip, and the chunk consumers stay on, so the broker sends the
-        next chunk as soon as this delivery is acked.
+        The attempt ended before a ``chunk.started`` could go out, so the one
+        report carries its start (``started_at``): a report naming the lease is
+        still confirmed before the ack (a crash before it redelivers the chunk;
+        running a no-op twice is harmless). The chunk consumers stay on, so the
+        broker sends the next chunk as soon as this delivery is acked.
         """
         held = self._hold(assign)
         result = self._outcome(held)
-        self.publisher.events([started, self._finished_message(assign, result)])
+        finished = dataclasses.replace(self._finished_message(assign, result), started_at=started.started_at)
+        self.publisher.event(finished)
         message.ack()
         held.done.set()
         self.held = None

@@ -8,18 +8,17 @@ OpenAPI document (``api_gateway/openapi.yaml``).
 """
 from __future__ import annotations
 
-import functools
-import json
 import time
 from collections.abc import Callable
 
 import falcon
 import falcon.media
 
-from api_gateway import errors
+from api_gateway import encoding, errors
 from api_gateway.agents import AgentCollection, AgentItem
 from api_gateway.auth import Authentication
 from api_gateway.changefeed import ChangeFeed
+from api_gateway.encoding import Compression
 from api_gateway.events import EventPublisher, EventSender
 from api_gateway.health import Health
 from api_gateway.jobtypes import JobTypeCollection, JobTypeItem
@@ -58,13 +57,13 @@ def create_app(config: Config, publisher: EventPublisher,
     if config.metrics_public:
         scopes[("/metrics", "GET")] = None
     authentication = Authentication(scopes, config.admin_token, limiter, clock)
-    # Order matters: timing first (it sees every answer), the size check, then the connection
-    # authentication needs.
-    app = falcon.App(middleware=[RequestMetrics(), BodyLimit(config.max_body_bytes), DatabaseConnection(),
-                                 authentication])
+    # Order matters: timing first (it sees every answer), compression next (answers pass through
+    # it on their way out just before timing), the size check, then the connection authentication needs.
+    app = falcon.App(middleware=[RequestMetrics(), Compression(), BodyLimit(config.max_body_bytes),
+                                 DatabaseConnection(), authentication])
     app.req_options.strip_url_path_trailing_slash = True
     # ASCII-only JSON: any text the database holds can be sent.
-    json_handler = falcon.media.JSONHandler(dumps=functools.partial(json.dumps, separators=(",", ":")))
+    json_handler = falcon.media.JSONHandler(dumps=encoding.dumps)
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     errors.install(app)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import falcon
 
+from api_gateway import paging
 from api_gateway.media import Body, check_text, parse_json, query_int
 from common import jobtypes, schedule
 from common.config import Config
@@ -231,6 +232,7 @@ class TaskQuery:
     search: str | None = None  # a task id, or the start of a client task_id
     sort: str = "id"
     descending: bool = True
+    after: paging.Position | None = None  # from ``cursor``: the page starts after this task
 
 
 def parse_task_query(req: falcon.Request, job_types_dir: str = "") -> TaskQuery:
@@ -252,4 +254,11 @@ def parse_task_query(req: falcon.Request, job_types_dir: str = "") -> TaskQuery:
     sort = req.get_param("sort") or "-id"
     if sort.lstrip("-") not in TASK_SORTS:
         raise ValidationError("sort", f"must be one of {', '.join(TASK_SORTS)} (- in front: descending)")
-    return TaskQuery(statuses, ttype, limit, offset, search, sort.lstrip("-"), sort.startswith("-"))
+    column, descending = sort.lstrip("-"), sort.startswith("-")
+    after = None
+    cursor = req.get_param("cursor")
+    if cursor is not None:
+        if offset:
+            raise ValidationError("cursor", "cannot be combined with offset (a cursor says where to start)")
+        after = paging.decode(cursor, column, descending)
+    return TaskQuery(statuses, ttype, limit, offset, search, column, descending, after)

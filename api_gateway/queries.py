@@ -6,7 +6,7 @@ the dispatcher). Every later change is the dispatcher's.
 """
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from typing import Any
 
 from peewee import JOIN, IntegrityError, fn
@@ -14,7 +14,8 @@ from peewee import JOIN, IntegrityError, fn
 from api_gateway.cache import Memo
 from api_gateway.errors import Conflict
 from api_gateway.inputs import NewTask, TaskQuery, WorkerRegistration
-from api_gateway.serialize import attempt_body, chunk_body
+from api_gateway.paging import Position
+from api_gateway.serialize import TASK_COLUMNS, attempt_body, chunk_body, json_column, task_row_body
 from common.errors import NotFound
 from common.models import ONLINE, QUEUED, Attempt, Blocklist, Chunk, Task, Worker, database_proxy
 
@@ -26,41 +27,96 @@ def get_task(task_id: int) -> Task:
     return task
 
 
-def _filtered(query: TaskQuery) -> Any:
-    select = Task.select()
+# GET /tasks is the read a dashboard and a pipeline poll hardest, so its SQL is written out here
+# rather than built by peewee per request, and its rows come back as plain tuples: building a
+# query and a model per row cost four times what the database does (docs/benchmarks.md). Only
+# names from fixed tuples (TASK_COLUMNS, the whitelisted sort) are spliced in; values are bound.
+_TASK_LIST_SELECT = "SELECT " + ", ".join(f'"{c}"' for c in TASK_COLUMNS) + ' FROM "tasks"'
+_NULLABLE_SORTS = ("started_at", "finished_at")  # never-started (or unfinished) tasks sort last
+
+
+def _where(clauses: list[str]) -> str:
+    return " WHERE " + " AND ".join(clauses) if clauses else ""
+
+
+def _task_filter(query: TaskQuery, p: str) -> tuple[list[str], list[Any]]:
+    """The filter's SQL conditions and their parameters (``p`` is the driver's placeholder)."""
+    clauses: list[str] = []
+    params: list[Any] = []
     if query.statuses:
-        select = select.where(Task.status.in_(query.statuses))
+        clauses.append(f'"status" IN ({", ".join([p] * len(query.statuses))})')
+        params.extend(query.statuses)
     if query.type is not None:
-        select = select.where(Task.type == query.type)
+        clauses.append(f'"type" = {p}')
+        params.append(query.type)
     if query.search is not None:
         # The start of a client task_id, as an index range; or a task's own id.
-        match = (Task.client_task_id >= query.search) & (Task.client_task_id < query.search + "\U0010ffff")
+        match = f'("client_task_id" >= {p} AND "client_task_id" < {p})'
+        params.extend((query.search, query.search + "\U0010ffff"))
         if query.search.isdigit() and len(query.search) <= 18:
-            match = match | (Task.id == int(query.search))
-        select = select.where(match)
-    return select
+            match = f'({match} OR "id" = {p})'
+            params.append(int(query.search))
+        clauses.append(match)
+    return clauses, params
 
 
-def list_tasks(query: TaskQuery) -> list[Task]:
-    """One page of tasks in the query's order (newest first by default); ties broken by id."""
-    column = getattr(Task, query.sort)
-    nulls = "LAST" if column.null else None  # never-started tasks sort after the others either way
-    order = [column.desc(nulls=nulls) if query.descending else column.asc(nulls=nulls)]
-    if query.sort != "id":
-        order.append(Task.id.desc() if query.descending else Task.id.asc())
-    select = _filtered(query).order_by(*order).limit(query.limit).offset(query.offset)
-    return list(select)
+def _after(query: TaskQuery, after: Position, p: str) -> tuple[str, list[Any]]:
+    """The keyset condition: strictly after ``after`` in the query's order."""
+    op = "<" if query.descending else ">"
+    column, value, task_id = f'"{query.sort}"', after.value, after.id
+    if query.sort == "id":
+        return f'"id" {op} {p}', [task_id]
+    if value is None:  # among the tasks without a value, which come last: only the id orders them
+        return f'({column} IS NULL AND "id" {op} {p})', [task_id]
+    clause = f'({column}, "id") {op} ({p}, {p})'
+    if query.sort in _NULLABLE_SORTS:
+        clause = f"({clause} OR {column} IS NULL)"
+    return clause, [value, task_id]
+
+
+def _task_order(query: TaskQuery) -> str:
+    direction = "DESC" if query.descending else "ASC"
+    nulls = " NULLS LAST" if query.sort in _NULLABLE_SORTS else ""
+    tie = f', "id" {direction}' if query.sort != "id" else ""
+    return f' ORDER BY "{query.sort}" {direction}{nulls}{tie}'
+
+
+def task_list_sql(query: TaskQuery, p: str) -> tuple[str, list[Any]]:
+    """The SQL of one page of ``query`` and its parameters, reading one row beyond the page."""
+    clauses, params = _task_filter(query, p)
+    if query.after is not None:
+        clause, after_params = _after(query, query.after, p)
+        clauses.append(clause)
+        params.extend(after_params)
+    sql = f"{_TASK_LIST_SELECT}{_where(clauses)}{_task_order(query)} LIMIT {p} OFFSET {p}"
+    return sql, [*params, query.limit + 1, query.offset]
+
+
+def list_tasks(query: TaskQuery) -> tuple[list[dict[str, Any]], bool]:
+    """One page of task bodies in the query's order (newest first by default), ties broken by id.
+
+    Returns ``(bodies, more)``: ``more`` says whether any task follows the page.
+    """
+    db = database_proxy.obj
+    rows = db.execute_sql(*task_list_sql(query, db.param)).fetchall()
+    return [task_row_body(row) for row in rows[:query.limit]], len(rows) > query.limit
 
 
 _counts = Memo(ttl_s=1.0)
 
 
+def _count(query: TaskQuery) -> int:
+    db = database_proxy.obj
+    clauses, params = _task_filter(query, db.param)
+    return db.execute_sql(f'SELECT COUNT(*) FROM "tasks"{_where(clauses)}', params).fetchone()[0]
+
+
 def count_tasks(query: TaskQuery, cache_s: float = 1.0) -> int:
     """How many tasks match the filter; up to ``cache_s`` old (paging totals need no more)."""
     if cache_s <= 0:
-        return _filtered(query).count()
+        return _count(query)
     key = (id(database_proxy.obj), query.statuses, query.type, query.search)
-    return _counts.get(key, lambda: _filtered(query).count())
+    return _counts.get(key, lambda: _count(query))
 
 
 def insert_task(new: NewTask, now: float) -> tuple[Task, bool]:
@@ -139,16 +195,31 @@ def chunks_of(task_id: int) -> list[dict[str, Any]]:
     return [chunk_body(chunk, chunk.worker_name, history[chunk.id]) for chunk in chunks]
 
 
-SUMMARY_COLUMNS = (Worker.id, Worker.name, Worker.activity, Worker.connection, Worker.current_task,
-                   Worker.hostname, Worker.ip_address, Worker.port, Worker.status, Worker.system,
-                   Worker.pools, Worker.commands, Worker.versions, Worker.last_heartbeat,
-                   Worker.current_chunk, Worker.update_frequent, Worker.update_less_frequent,
-                   Worker.operator_pools, Worker.pending_action, Worker.sleep_schedule, Worker.asleep)
+# The columns GET /workers lists (no signing key, boot id or MAC address), read as plain tuples
+# for the same reason as the task list: a model per worker cost more than the query.
+SUMMARY_COLUMNS = ("id", "name", "activity", "connection", "current_task", "hostname", "ip_address", "port",
+                   "status", "system", "pools", "commands", "versions", "last_heartbeat", "current_chunk",
+                   "update_frequent", "update_less_frequent", "operator_pools", "pending_action",
+                   "sleep_schedule", "asleep")
+WorkerRow = namedtuple("WorkerRow", SUMMARY_COLUMNS)  # type: ignore[misc]  # read like a Worker
+_JSON_SUMMARY_COLUMNS = [SUMMARY_COLUMNS.index(name) for name in
+                         ("pools", "commands", "versions", "update_frequent", "update_less_frequent",
+                          "operator_pools", "sleep_schedule")]
+_ALL_WORKERS_SQL = ("SELECT " + ", ".join(f'"{c}"' for c in SUMMARY_COLUMNS)
+                    + ' FROM "workers" ORDER BY "name"')
 
 
-def all_workers() -> list[Worker]:
-    """Every worker with the list's columns only (no signing key, boot id, MAC address)."""
-    return list(Worker.select(*SUMMARY_COLUMNS).order_by(Worker.name))
+def all_workers() -> list[WorkerRow]:
+    """Every worker with the list's columns only, by name."""
+    return [_worker_row(row) for row in database_proxy.obj.execute_sql(_ALL_WORKERS_SQL).fetchall()]
+
+
+def _worker_row(row: tuple[Any, ...]) -> WorkerRow:
+    values = list(row)
+    for index in _JSON_SUMMARY_COLUMNS:
+        if values[index] is not None:
+            values[index] = json_column(values[index])
+    return WorkerRow(*values)
 
 
 def get_worker(worker_id: int) -> Worker:

@@ -3,35 +3,38 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from common.models import Attempt, Chunk, Task, Worker
+
+# The task body, field by field: (key in the answer, column of the ``tasks`` table). Both the
+# body of one task (from a model) and the rows of ``GET /tasks`` (from plain tuples) follow it.
+TASK_FIELDS = (
+    ("id", "id"), ("task_id", "client_task_id"), ("type", "type"), ("parser", "parser"),
+    ("worker_id", "worker_id"), ("priority", "priority"), ("pool", "pool"),
+    ("frame_start", "frame_start"), ("frame_end", "frame_end"), ("frame_current", "frame_current"),
+    ("frames_total", "frames_total"), ("frames_done", "frames_done"), ("status", "status"),
+    ("format", "format"), ("settings", "settings"), ("max_retries", "max_retries"),
+    ("stall_timeout", "stall_timeout_s"), ("blocklist_threshold", "blocklist_threshold"),
+    ("error", "error"), ("waiting_reason", "waiting_reason"), ("created_at", "created_at"),
+    ("started_at", "started_at"), ("finished_at", "finished_at"),
+)
+TASK_KEYS = tuple(key for key, _ in TASK_FIELDS)
+TASK_COLUMNS = tuple(column for _, column in TASK_FIELDS)
+
+
+json_column = msgspec.json.Decoder().decode  # a JSON column's text, read 2-3x faster than json.loads
 
 
 def task_body(task: Task) -> dict[str, Any]:
-    return {
-        "id": task.id,
-        "task_id": task.client_task_id,
-        "type": task.type,
-        "parser": task.parser,
-        "worker_id": task.worker_id,
-        "priority": task.priority,
-        "pool": task.pool,
-        "frame_start": task.frame_start,
-        "frame_end": task.frame_end,
-        "frame_current": task.frame_current,
-        "frames_total": task.frames_total,
-        "frames_done": task.frames_done,
-        "status": task.status,
-        "format": task.format,
-        "settings": task.settings,
-        "max_retries": task.max_retries,
-        "stall_timeout": task.stall_timeout_s,
-        "blocklist_threshold": task.blocklist_threshold,
-        "error": task.error,
-        "waiting_reason": task.waiting_reason,
-        "created_at": task.created_at,
-        "started_at": task.started_at,
-        "finished_at": task.finished_at,
-    }
+    return {key: getattr(task, column) for key, column in TASK_FIELDS}
+
+
+def task_row_body(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A task body from a row of ``TASK_COLUMNS`` as the driver returns it (settings still JSON text)."""
+    body = dict(zip(TASK_KEYS, row, strict=True))
+    body["settings"] = json_column(body["settings"])
+    return body
 
 
 def chunk_body(chunk: Chunk, worker_name: str | None,
@@ -75,7 +78,7 @@ def attempt_body(attempt: Attempt, worker_name: str | None) -> dict[str, Any]:
     }
 
 
-def worker_summary(worker: Worker) -> dict[str, Any]:
+def worker_summary(worker: Any) -> dict[str, Any]:
     """A worker as the Manager document's ``GET /workers`` lists it, plus Corral's fields."""
     return {
         "activity": worker.activity,
@@ -99,7 +102,7 @@ def worker_summary(worker: Worker) -> dict[str, Any]:
     }
 
 
-def worker_control(worker: Worker) -> dict[str, Any]:
+def worker_control(worker: Any) -> dict[str, Any]:
     """The operator's settings: who chose the pools, the action awaited, the sleep schedule."""
     return {
         "pools_set_by": "agent" if worker.operator_pools is None else "operator",
@@ -109,7 +112,7 @@ def worker_control(worker: Worker) -> dict[str, Any]:
     }
 
 
-def readings(worker: Worker) -> dict[str, Any]:
+def readings(worker: Any) -> dict[str, Any]:
     """The headline machine readings of the heartbeats: CPU %, memory %, 1-minute load."""
     frequent, less = worker.update_frequent or {}, worker.update_less_frequent or {}
     load = frequent.get("load_average") or {}

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import falcon
 
-from api_gateway import queries
+from api_gateway import paging, queries
 from api_gateway.errors import Conflict
 from api_gateway.events import EventSender
-from api_gateway.inputs import parse_submission, parse_task_patch, parse_task_query
+from api_gateway.inputs import TaskQuery, parse_submission, parse_task_patch, parse_task_query
 from api_gateway.media import read_body
 from api_gateway.serialize import task_body
 from common.config import Config
@@ -29,6 +30,12 @@ def _refuse_final(task: Task, action: str) -> None:
         raise Conflict(f"task {task.id} is {task.status}; it cannot be {action}")
 
 
+def _next_cursor(query: TaskQuery, page: list[dict[str, Any]]) -> str:
+    """The cursor of the page after ``page``: the place of its last task in the query's order."""
+    last = page[-1]
+    return paging.encode(query.sort, query.descending, paging.Position(last[query.sort], last["id"]))
+
+
 class TaskCollection:
     """``/tasks``: submit a task, list tasks."""
 
@@ -39,11 +46,13 @@ class TaskCollection:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = parse_task_query(req, self.config.job_types_dir)
+        tasks, more = queries.list_tasks(query)
         resp.media = {
-            "tasks": [task_body(task) for task in queries.list_tasks(query)],
+            "tasks": tasks,
             "total": queries.count_tasks(query, self.config.api_cache_s),
             "limit": query.limit,
             "offset": query.offset,
+            "next": _next_cursor(query, tasks) if more else None,
         }
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:

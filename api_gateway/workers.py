@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable
 
@@ -10,6 +9,7 @@ import falcon
 
 from api_gateway import queries
 from api_gateway.cache import Memo
+from api_gateway.encoding import Encoded, dumps
 from api_gateway.events import EventSender
 from api_gateway.inputs import parse_worker_patch, parse_worker_registration
 from api_gateway.media import query_int, read_body
@@ -28,11 +28,14 @@ class WorkerCollection:
         self.listing = Memo(cache_s)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        # The encoded body is what is memoised: encoding 1,000 workers costs as much as reading them.
-        resp.data = self.listing.get(id(database_proxy.obj), lambda: json.dumps(
-            {worker.name: worker_summary(worker) for worker in queries.all_workers()},
-            separators=(",", ":")).encode())
-        resp.content_type = falcon.MEDIA_JSON
+        # The encoded (and compressed) body is what is memoised: encoding 1,000 workers costs as
+        # much as reading them.
+        self.listing.get(id(database_proxy.obj), self._encoded_listing).send(req, resp)
+
+    @staticmethod
+    def _encoded_listing() -> Encoded:
+        listing = {worker.name: worker_summary(worker) for worker in queries.all_workers()}
+        return Encoded.of(dumps(listing))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         registration = parse_worker_registration(read_body(req))

@@ -6,11 +6,13 @@ message that fails to decode into a dead letter that carries its reason.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from kombu import Connection, Producer
@@ -169,8 +171,8 @@ def _confirms_on(channel: Any) -> bool:
     return bool(getattr(connection, "confirm_publish", False)) and hasattr(channel, "_basic_publish")
 
 
-# A confirm still missing this long after a later message of the same batch was confirmed is
-# taken as lost (RabbitMQ 3.10 was seen to confirm tag N+1 and never N): N is published again.
+# A confirm still missing this long after a later message was confirmed is taken as lost (RabbitMQ
+# 3.10 was seen to confirm tag N+1 and never N): N is published again.
 CONFIRM_GAP_S = 0.05
 
 
@@ -199,6 +201,35 @@ class _Confirms:
         return sorted(t for t in self.pending if t < self.highest)
 
 
+@contextlib.contextmanager
+def coalesced_writes(connection: Any) -> Iterator[None]:
+    """Send the frames of every publish made inside the block with one system call at its end.
+
+    py-amqp writes each message with its own ``sendall``; a dispatcher releasing
+    a burst of chunks spent a quarter of its time in those writes. The frames
+    are copied (py-amqp hands a view of a buffer it reuses) and written in
+    order, so what reaches the broker is byte for byte the same. A transport
+    without a plain socket writer (memory://) is left alone.
+    """
+    transport = getattr(connection, "transport", None)
+    write = getattr(transport, "_write", None)
+    if write is None:
+        yield
+        return
+    own = "_write" in vars(transport)  # plain TCP sets it per socket; TLS has it as a method
+    frames: list[bytes] = []
+    transport._write = lambda data: frames.append(bytes(data))
+    try:
+        yield
+    finally:
+        if own:
+            transport._write = write
+        else:
+            del transport._write
+        if frames:
+            write(b"".join(frames))
+
+
 def tls_options(config: Config) -> dict[str, Any] | bool:
     """kombu's ``ssl`` for an ``amqps://`` URL: verify the broker's certificate and host name."""
     if not config.broker_url.startswith("amqps://"):
@@ -219,11 +250,24 @@ def tls_options(config: Config) -> dict[str, Any] | bool:
     return options
 
 
+@dataclasses.dataclass
+class _InFlight:
+    """A message sent with ``send_all`` whose confirm has not come back yet."""
+
+    item: Outgoing
+    token: Any  # handed back by ``settle`` if the broker refuses or loses it
+    sent_at: float
+
+
 class Publisher:
     """A thread-safe publisher over its own connection.
 
-    Every publish waits for the broker's confirm (on RabbitMQ) and retries with
-    backoff for up to ``give_up_s`` seconds, then raises BrokerUnavailable.
+    ``publish``/``publish_all`` wait for the broker's confirm (on RabbitMQ) and
+    retry with backoff for up to ``give_up_s`` seconds, then raise
+    BrokerUnavailable. ``send_all`` does not wait: its confirms are collected by
+    ``settle``, which hands back the token of every message the broker refused
+    or that was lost with its connection, so the caller can undo what it
+    recorded for it (the dispatcher withdraws the chunk's lease).
     """
 
     def __init__(self, bus: Bus, give_up_s: float = 10.0) -> None:
@@ -236,6 +280,10 @@ class Publisher:
         self._declared_queues: set[str] = set()
         self._had_connection = False
         self._sequence = 0  # messages published on the current channel: the confirms' delivery tags
+        self._in_flight: dict[int, _InFlight] = {}  # by delivery tag, sent by send_all
+        self._acked_up_to = 0  # the highest delivery tag the broker confirmed on this channel
+        self._lost: list[Any] = []  # tokens of refused or lost send_all messages, for settle
+        self._chunk_queues: dict[tuple[str, str], Any] = {}
 
     def _ensure(self) -> Producer:
         if self._producer is None:
@@ -247,10 +295,34 @@ class Publisher:
             self._had_connection = True
             self._conn, self._producer = conn, Producer(channel)
             self._declared_queues.clear()
-            self._sequence = 0
+            self._sequence = self._acked_up_to = 0
+            if _confirms_on(channel):
+                channel._confirm_selected = True
+                channel.confirm_select()
+                channel.events["basic_ack"].add(self._on_ack)
+                channel.events["basic_nack"].add(self._on_nack)
         return self._producer
 
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        self._acked_up_to = max(self._acked_up_to, delivery_tag)
+        if multiple:
+            for tag in [t for t in self._in_flight if t <= delivery_tag]:
+                del self._in_flight[tag]
+        else:
+            self._in_flight.pop(delivery_tag, None)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        tags = [t for t in self._in_flight if t <= delivery_tag] if multiple else [delivery_tag]
+        for tag in tags:
+            refused = self._in_flight.pop(tag, None)
+            if refused is not None:
+                log.warning("the broker refused a message to %s", refused.item.routing_key)
+                self._lost.append(refused.token)
+
     def _reset(self) -> None:
+        # Whatever was sent on this connection and not confirmed may never have arrived.
+        self._lost += [flight.token for flight in self._in_flight.values()]
+        self._in_flight.clear()
         conn, self._conn, self._producer = self._conn, None, None
         if conn is not None:
             try:
@@ -323,24 +395,28 @@ class Publisher:
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
 
-    def _publish_confirmed(self, producer: Producer, batch: list[Outgoing]) -> None:
-        channel = producer.channel
+    def _declare_for(self, batch: list[Outgoing], channel: Any) -> None:
         for item in batch:
             if item.declare is not None and item.declare.name not in self._declared_queues:
                 item.declare(channel).declare()
                 self._declared_queues.add(item.declare.name)
+
+    def _publish_plain(self, producer: Producer, batch: list[Outgoing]) -> None:
+        """Publish through kombu on a transport without confirms (memory://)."""
+        for item in batch:
+            extra = {} if item.expiration_s is None else {"expiration": item.expiration_s}
+            producer.publish(item.body, exchange=item.exchange, routing_key=item.routing_key,
+                             priority=item.priority, delivery_mode=item.delivery_mode,
+                             content_type=CONTENT_TYPE, content_encoding="utf-8",
+                             headers=item.headers or {}, **extra)
+            self._sequence += 1
+
+    def _publish_confirmed(self, producer: Producer, batch: list[Outgoing]) -> None:
+        channel = producer.channel
+        self._declare_for(batch, channel)
         if not _confirms_on(channel):
-            for item in batch:
-                extra = {} if item.expiration_s is None else {"expiration": item.expiration_s}
-                producer.publish(item.body, exchange=item.exchange, routing_key=item.routing_key,
-                                 priority=item.priority, delivery_mode=item.delivery_mode,
-                                 content_type=CONTENT_TYPE, content_encoding="utf-8",
-                                 headers=item.headers or {}, **extra)
-                self._sequence += 1
+            self._publish_plain(producer, batch)
             return
-        if not channel._confirm_selected:
-            channel._confirm_selected = True
-            channel.confirm_select()
         confirms = _Confirms()
         channel.events["basic_ack"].add(confirms.on_ack)
         channel.events["basic_nack"].add(confirms.on_nack)
@@ -367,12 +443,98 @@ class Publisher:
 
     def _send(self, channel: Any, item: Outgoing, confirms: _Confirms) -> None:
         """Publish without waiting; the confirm for it is expected under the next delivery tag."""
+        confirms.pending[self._sequence + 1] = item
+        self._basic_publish(channel, item)
+
+    def _basic_publish(self, channel: Any, item: Outgoing) -> None:
         message = channel.prepare_message(item.body, item.priority, CONTENT_TYPE, "utf-8",
                                           item.headers or {}, item.properties())
         channel._basic_publish(message, exchange=getattr(item.exchange, "name", item.exchange),
                                routing_key=item.routing_key)
         self._sequence += 1
-        confirms.pending[self._sequence] = item
+
+    # -- sending without waiting ----------------------------------------------
+
+    def send_all(self, batch: list[tuple[Outgoing, Any]]) -> None:
+        """Publish ``batch`` in order without waiting for the broker's confirms.
+
+        Each message comes with a token; ``settle`` hands the token back if the
+        broker refuses the message or its connection is lost before the
+        confirm. A connection that fails here is tried once more afresh; if that
+        fails too, every token of the batch is lost and BrokerUnavailable is
+        raised (the caller reconnects with backoff and settles later).
+        """
+        if not batch:
+            return
+        ours = {token for _, token in batch}
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    self._send_nowait(self._ensure(), batch)
+                    return
+                except CONNECTION_ERRORS as exc:
+                    self._reset()
+                    # Whatever of the batch went out is lost with the connection: each token once.
+                    self._lost = [token for token in self._lost if token not in ours]
+                    if attempt == 2:
+                        self._lost += [token for _, token in batch]
+                        raise BrokerUnavailable(f"cannot publish to the broker: {exc}") from exc
+
+    def _send_nowait(self, producer: Producer, batch: list[tuple[Outgoing, Any]]) -> None:
+        channel = producer.channel
+        self._declare_for([item for item, _ in batch], channel)
+        if not _confirms_on(channel):  # memory://: published when this returns
+            self._publish_plain(producer, [item for item, _ in batch])
+            return
+        now = time.monotonic()
+        with coalesced_writes(channel.connection):
+            for item, token in batch:
+                self._in_flight[self._sequence + 1] = _InFlight(item, token, now)
+                self._basic_publish(channel, item)
+
+    def settle(self) -> list[Any]:
+        """Collect the confirms that have arrived; return (and forget) the tokens of lost messages.
+
+        A message still unconfirmed after a later one was confirmed is sent
+        again (RabbitMQ 3.10 was seen to skip a confirm); one unconfirmed for
+        CONFIRM_TIMEOUT_S means a dead connection, so everything in flight on it
+        is lost.
+        """
+        with self._lock:
+            if self._in_flight and self._conn is not None:
+                try:
+                    self._read_confirms()
+                except CONNECTION_ERRORS as exc:
+                    log.warning("publisher connection lost with %d messages unconfirmed (%s)",
+                                len(self._in_flight), exc)
+                    self._reset()
+            lost, self._lost = self._lost, []
+            return lost
+
+    def _read_confirms(self) -> None:
+        assert self._conn is not None and self._producer is not None
+        while True:
+            try:
+                self._conn.drain_events(timeout=0)
+            except TimeoutError:
+                break
+        now = time.monotonic()
+        overtaken = [t for t, f in self._in_flight.items()
+                     if t < self._acked_up_to and now - f.sent_at > CONFIRM_GAP_S]
+        for tag in overtaken:
+            flight = self._in_flight.pop(tag, None)
+            if flight is None:  # confirmed while an earlier one of these was published again
+                continue
+            log.debug("no confirm for message %d; publishing it again", tag)
+            self._in_flight[self._sequence + 1] = _InFlight(flight.item, flight.token, now)
+            self._basic_publish(self._producer.channel, flight.item)
+        if any(now - f.sent_at > CONFIRM_TIMEOUT_S for f in self._in_flight.values()):
+            raise TimeoutError(f"no confirm from the broker in {CONFIRM_TIMEOUT_S:g}s")
+
+    @property
+    def unconfirmed(self) -> int:
+        """Messages sent with ``send_all`` whose confirm has not been collected yet."""
+        return len(self._in_flight)
 
     # -- the message families ------------------------------------------------
 
@@ -388,19 +550,23 @@ class Publisher:
         self.chunk_batch([(message, pool, task_priority)])
 
     def chunk_batch(self, batch: list[tuple[messages.ChunkAssign, str, int]]) -> None:
-        """Chunk assignments to their (pool, command) queues, confirmed together.
+        """Chunk assignments to their (pool, command) queues, confirmed together."""
+        outgoing = [self.chunk_message(message, pool, priority) for message, pool, priority in batch]
+        if outgoing:
+            self.publish_all(outgoing)
+
+    def chunk_message(self, message: messages.ChunkAssign, pool: str, task_priority: int) -> Outgoing:
+        """A chunk assignment ready for its (pool, command) queue.
 
         A chunk message expires unread after ``release_timeout_s`` (the dispatcher then releases
         the chunk again), so a lease that has been given up on can never reach an agent late.
         """
-        outgoing = []
-        for message, pool, task_priority in batch:
-            queue = self.topology.chunk_queue(pool, message.command)
-            outgoing.append(self.prepare(message, self.topology.chunks, queue.routing_key,
-                                         broker_priority(task_priority), declare=queue,
-                                         expiration_s=self.bus.config.release_timeout_s))
-        if outgoing:
-            self.publish_all(outgoing)
+        key = (pool, message.command)
+        queue = self._chunk_queues.get(key)
+        if queue is None:  # an unbound kombu Queue: one per (pool, command) will do
+            queue = self._chunk_queues[key] = self.topology.chunk_queue(pool, message.command)
+        return self.prepare(message, self.topology.chunks, queue.routing_key, broker_priority(task_priority),
+                            declare=queue, expiration_s=self.bus.config.release_timeout_s)
 
     def forget_declared(self) -> None:
         """Declare chunk queues again before the next publish to them (one may have been deleted)."""

@@ -180,7 +180,9 @@ class ChunkFinished(Message):
     """The chunk's attempt ended; ``outcome`` is one of ``OUTCOMES``.
 
     ``declined`` hands the chunk back without counting a failure (the agent could
-    not or should not run it, or it is shutting down).
+    not or should not run it, or it is shutting down). ``started_at`` is set when
+    the agent sent no ``chunk.started`` for the attempt because it ended first
+    (docs/protocol.md, "Taking a chunk").
     """
 
     kind: ClassVar[str] = "chunk.finished"
@@ -194,6 +196,7 @@ class ChunkFinished(Message):
     exit_code: int | None = None
     reason: str = ""
     log_tail: str = ""
+    started_at: float | None = None
 
 
 # ---------------------------------------------------------------- dispatcher -> agents

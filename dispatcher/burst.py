@@ -27,6 +27,7 @@ from peewee import InterfaceError, OperationalError
 
 from common import messages
 from common.models import database_proxy
+from dispatcher import chunks, stats
 from dispatcher.context import Context, Refused
 from dispatcher.leader import LeadershipLost
 
@@ -104,20 +105,32 @@ class Applier:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """One database transaction with the in-transaction check; the only place bursts open one."""
+        """One database transaction with the in-transaction check; the only place bursts open one.
+
+        What the transaction's chunk reports did to their tasks, and what its
+        events counted for the farm statistics, are written last, one statement
+        per task and one for the counts, so they commit (or roll back) with them.
+        """
         database_proxy.connect(reuse_if_open=True)
         with database_proxy.atomic():
             self.in_transaction()
             yield
+            chunks.flush_tasks(self.ctx)
+            stats.flush(self.ctx)
 
-    def apply(self, burst: Burst) -> list[Failure]:
+    def apply(self, burst: Burst, then: Callable[[], None] = lambda: None) -> list[Failure]:
         """Apply and commit the burst; return the events to dead-letter.
 
-        Database errors and LeadershipLost propagate, with nothing of the burst written.
+        ``then`` runs inside the same transaction after the events (the
+        dispatcher releases chunks there), and again if the burst is applied a
+        second time to isolate a failing event. Database errors and
+        LeadershipLost propagate, with nothing of the burst written.
         """
         try:
             with self.transaction():
                 self._apply_all(burst, isolate=False)
+                chunks.flush_tasks(self.ctx)
+                then()
             return []
         except FATAL:
             self.ctx.rolled_back()
@@ -128,7 +141,10 @@ class Applier:
             self.ctx.rolled_back()
         try:
             with self.transaction():
-                return self._apply_all(burst, isolate=True)
+                failures = self._apply_all(burst, isolate=True)
+                chunks.flush_tasks(self.ctx)
+                then()
+                return failures
         except FATAL:
             self.ctx.rolled_back()
             raise
@@ -137,6 +153,9 @@ class Applier:
         failures: list[Failure] = []
         for delivery in burst.events:
             handler = self.handlers[type(delivery.msg)]
+            if not isinstance(delivery.msg, chunks.ChunkReport):
+                # Other handlers read task rows themselves: the reports' task counters first.
+                chunks.flush_tasks(self.ctx)
             error = self._apply_one(handler, delivery.msg, delivery.msg.kind, isolate)
             if error is not None:
                 failures.append(Failure(delivery, error))

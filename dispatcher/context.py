@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,24 @@ class Refused(Exception):
     with this reason. The verifier checks against committed rows; a burst applies several messages
     in one transaction, so a rule that depends on an earlier message of the same burst is checked
     again here."""
+
+
+@dataclasses.dataclass
+class TaskDelta:
+    """What a transaction's chunk reports did to one task, written in one UPDATE (chunks.flush_tasks)."""
+
+    frames_done: int = 0  # frames added
+    top: int | None = None  # the highest frame added
+    worker: int | None = None  # the worker that last started one of its chunks
+    started_at: float | None = None  # the earliest start, for a task that had none
+
+    def started(self, worker: int, at: float) -> None:
+        self.worker = worker
+        self.started_at = at if self.started_at is None else min(self.started_at, at)
+
+    def frames(self, count: int, top: int) -> None:
+        self.frames_done += count
+        self.top = top if self.top is None else max(self.top, top)
 
 
 @dataclasses.dataclass
@@ -51,6 +70,12 @@ class Context:
     fence: Callable[[], None] = lambda: None
     # What the transaction changed, for the change events (dispatcher/changes.py): key -> change.
     changed: dict[tuple, dict] = dataclasses.field(default_factory=dict)
+    # Farm statistics the transaction counted (common/farmstats.py), written just before its commit.
+    counts: dict[tuple[str, str, str, float], float] = dataclasses.field(default_factory=dict)
+    # Task id -> what this transaction's chunk reports added to the task, not written yet.
+    deltas: dict[int, TaskDelta] = dataclasses.field(default_factory=dict)
+    # Tasks with a chunk completed in this transaction: dependents and completion checked once each.
+    finishing: set[int] = dataclasses.field(default_factory=set)
     # Set while a task may have chunks left to compile (dispatcher.tasks.compile_some); True at start,
     # so a new leader resumes what the last one left half compiled.
     compile_wanted: bool = True
@@ -64,16 +89,23 @@ class Context:
     def wake_release(self) -> None:
         self.release_wanted = True
 
-    def mark(self) -> tuple[int, frozenset[str], dict[tuple, dict]]:
-        """Where the side effects stand, to undo one event's share of them (a rolled back savepoint)."""
-        return len(self.outbox), frozenset(self.issued_keys), dict(self.changed)
+    def task_delta(self, task_id: int) -> TaskDelta:
+        found = self.deltas.get(task_id)
+        if found is None:
+            found = self.deltas[task_id] = TaskDelta()
+        return found
 
-    def undo_to(self, mark: tuple[int, frozenset[str], dict[tuple, dict]]) -> None:
-        sent, keys, changed = mark
-        del self.outbox[sent:]
-        for agent in set(self.issued_keys) - keys:
+    def mark(self) -> Mark:
+        """Where the side effects stand, to undo one event's share of them (a rolled back savepoint)."""
+        return Mark(len(self.outbox), frozenset(self.issued_keys), dict(self.changed), dict(self.counts),
+                    {k: dataclasses.replace(v) for k, v in self.deltas.items()}, set(self.finishing))
+
+    def undo_to(self, mark: Mark) -> None:
+        del self.outbox[mark.sent:]
+        for agent in set(self.issued_keys) - mark.keys:
             del self.issued_keys[agent]
-        self.changed = changed
+        self.changed, self.counts = mark.changed, mark.counts
+        self.deltas, self.finishing = mark.deltas, mark.finishing
         self._forget_cached()
 
     def rolled_back(self) -> None:
@@ -81,6 +113,9 @@ class Context:
         self.outbox.clear()
         self.issued_keys.clear()
         self.changed.clear()
+        self.counts.clear()
+        self.deltas.clear()
+        self.finishing.clear()
         self._forget_cached()
         self.compiles.clear()
         self.release_wanted = True
@@ -90,3 +125,14 @@ class Context:
         # A rolled back insert or update may be what these remember.
         self.worker_ids.clear()
         self.readings.clear()
+
+
+class Mark(typing.NamedTuple):
+    """What ``Context.mark`` remembers, for ``undo_to``."""
+
+    sent: int  # the outbox's length
+    keys: frozenset[str]
+    changed: dict[tuple, dict]
+    counts: dict[tuple[str, str, str, float], float]
+    deltas: dict[int, TaskDelta]
+    finishing: set[int]

@@ -13,15 +13,12 @@ they say. Refused messages are dead-lettered by the caller and change nothing.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from typing import Any
-
-from peewee import JOIN
 
 from common import messages, signing, topology
 from common.bus import Publisher
 from common.config import Config
-from common.models import OFFLINE, ONLINE, Attempt, Enrollment, Worker
+from common.models import OFFLINE, ONLINE, Enrollment, Worker
 from dispatcher.context import Context
 from dispatcher.leases import requeue_lost
 
@@ -52,7 +49,6 @@ class Verifier:
         self.secret = config.agent_secret
         self.command_key = command_key
         self.keys: dict[str, bytes] = {}
-        self._owners: OrderedDict[str, str] = OrderedDict()
         if config.insecure_agents:
             log.warning("--insecure-agents: agent messages are NOT authenticated; any broker user can "
                         "speak for any agent")
@@ -85,24 +81,9 @@ class Verifier:
             return f"signature check failed: agent {agent!r} has no key (not welcomed, or revoked)"
         if not signing.verify(key, body, headers.get(signing.SIG_HEADER)):
             return f"signature check failed for a {msg.kind} from {agent!r}"
-        if isinstance(msg, (messages.ChunkProgress, messages.ChunkFinished)):
-            owner = self._owner(msg.lease_id)
-            if owner is not None and owner != agent:
-                return f"agent {agent!r} reports on chunk {msg.chunk_id}, which agent {owner!r} runs"
+        # Whether the agent owns the attempt it reports on is checked where the attempts are,
+        # inside the burst's transaction (dispatcher/chunks.py check_owner).
         return None
-
-    def _owner(self, lease_id: str) -> str | None:
-        """The agent that runs the attempt of ``lease_id``, or None while nobody has started it."""
-        owner = self._owners.get(lease_id)
-        if owner is None:
-            owner = (Attempt.select(Worker.name).join(Worker, JOIN.INNER, on=(Attempt.worker == Worker.id))
-                     .where(Attempt.lease_id == lease_id).scalar())
-            if owner is None:
-                return None
-            self._owners[lease_id] = owner
-            if len(self._owners) > OWNERS_CACHED:
-                self._owners.popitem(last=False)
-        return owner
 
     def _hello_refusal(self, msg: messages.AgentHello, body: bytes, headers: dict[str, Any],
                        now: float) -> str | None:

@@ -43,6 +43,7 @@ RENEWALS_PER_LEASE = 3
 POLLS_PER_LEASE = 5
 # On PostgreSQL, how long a takeover waits for the fenced row's lock before it tries again.
 TAKEOVER_LOCK_TIMEOUT_MS = 1000
+_RENEW = "UPDATE dispatcher_leader SET renewed_at = ?, expires_at = ? WHERE namespace = ? AND epoch = ?"
 
 
 class LeadershipLost(CorralError):
@@ -94,9 +95,9 @@ class Leader:
         if isinstance(db, PostgresqlDatabase):
             # A session frozen inside a transaction must not hold the row lock for ever.
             db.execute_sql(f"SET LOCAL idle_in_transaction_session_timeout = {int(self.lease_s * 1000)}")
-        changed = (DispatcherLeader.update(renewed_at=now, expires_at=now + self.lease_s)
-                   .where(DispatcherLeader.namespace == self.namespace,
-                          DispatcherLeader.epoch == self.epoch).execute())
+        # Hand-written: it runs in every transaction (dispatcher/sql.py).
+        changed = db.execute_sql(_RENEW.replace("?", db.param),
+                                 (now, now + self.lease_s, self.namespace, self.epoch)).rowcount
         if changed != 1:
             lost, self.epoch = self.epoch, None
             raise LeadershipLost(f"epoch {lost} of namespace {self.namespace} is over: "

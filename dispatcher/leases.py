@@ -34,13 +34,34 @@ def requeue_lost(ctx: Context, worker: Worker, reason: str) -> int:
     for chunk in lost:
         Attempt.update(outcome="lost", finished_at=ctx.clock(), reason=reason).where(
             Attempt.lease_id == chunk.lease_id).execute()
-        stats.chunk_finished(chunk, "lost", ctx.clock())
+        stats.chunk_finished(ctx, chunk, "lost", ctx.clock())
         log.warning("chunk %s (task %s #%s): running on %s -> pending (%s)",
                     chunk.id, chunk.task.id, chunk.index, worker.name, reason)
         requeue(ctx, chunk)
     Worker.update(current_task=None, current_chunk=None, current_lease=None).where(
         Worker.id == worker.id).execute()
     return len(lost)
+
+
+_WITHDRAW = ("UPDATE chunks SET status = ?, lease_id = NULL, released_at = NULL, attempts = attempts - 1 "
+             "WHERE id = ? AND status = ? AND lease_id = ?")
+
+
+def withdraw(ctx: Context, leases: list[tuple[int, str]], why: str) -> int:
+    """Released chunks whose lease no agent can have taken go back to pending; how many did.
+
+    The withdrawn release does not count as an attempt. A chunk an agent has
+    started meanwhile (its lease is not released any more) is left alone, and an
+    agent that later reports on a withdrawn lease is stale and told to stop.
+    """
+    withdrawn = 0
+    for chunk_id, lease_id in leases:
+        if sql.changed(_WITHDRAW, (PENDING, chunk_id, RELEASED, lease_id)):
+            withdrawn += 1
+            log.warning("chunk %s: released -> pending (lease %s %s)", chunk_id, lease_id, why)
+    if withdrawn:
+        ctx.wake_release()
+    return withdrawn
 
 
 def withdraw_stranded(ctx: Context) -> int:
@@ -52,13 +73,7 @@ def withdraw_stranded(ctx: Context) -> int:
     release does not count as an attempt, since no agent ever took it.
     """
     cutoff = ctx.clock() - ctx.config.release_timeout_s
-    stranded = list(Chunk.select(Chunk.id, Chunk.lease_id, Chunk.released_at).where(
-        Chunk.status == RELEASED, Chunk.released_at < cutoff))
-    for chunk in stranded:
-        Chunk.update(status=PENDING, lease_id=None, released_at=None, attempts=Chunk.attempts - 1).where(
-            Chunk.id == chunk.id, Chunk.status == RELEASED, Chunk.lease_id == chunk.lease_id).execute()
-        log.warning("chunk %s: released -> pending (lease %s not started within %.0fs: message lost "
-                    "or expired)", chunk.id, chunk.lease_id, ctx.config.release_timeout_s)
-    if stranded:
-        ctx.wake_release()
-    return len(stranded)
+    stranded = list(Chunk.select(Chunk.id, Chunk.lease_id).where(
+        Chunk.status == RELEASED, Chunk.released_at < cutoff).tuples())
+    return withdraw(ctx, stranded, f"not started within {ctx.config.release_timeout_s:.0f}s: message lost "
+                                   "or expired")

@@ -15,10 +15,7 @@ import logging
 import typing
 import uuid
 
-from peewee import fn
-
 from common import messages
-from common.bus import Publisher
 from common.models import (
     DISABLED,
     ENABLED,
@@ -29,9 +26,6 @@ from common.models import (
     RELEASED,
     RENDERING,
     Attempt,
-    Blocklist,
-    Chunk,
-    Task,
     Worker,
 )
 from dispatcher import fleet, sql
@@ -40,7 +34,7 @@ from dispatcher.context import Context
 log = logging.getLogger("dispatcher.release")
 ACTIVE = (QUEUED, RENDERING)
 SKIP_ALLOWANCE = 20
-# (assignment, pool, task priority): what Publisher.chunk_batch takes
+# (assignment, pool, task priority): what Publisher.chunk_message takes
 Assignment = tuple[messages.ChunkAssign, str, int]
 
 
@@ -62,23 +56,31 @@ class Candidate:
     stall_timeout_s: int
 
 
-def release(ctx: Context, publisher: Publisher) -> int:
-    """Publish as many pending chunks as the queues have room for; return how many.
+# Release runs once per burst: its queries are hand-written like the hot handlers' (dispatcher/sql.py).
+_RELEASED = ("SELECT t.pool, c.command, COUNT(*) FROM chunks c JOIN tasks t ON t.id = c.task_id "
+             "WHERE c.status = ? GROUP BY t.pool, c.command")
+_ACTIVE = f"SELECT id, pool FROM tasks WHERE status IN ({', '.join('?' * len(ACTIVE))}) AND compiled"
+_COMMANDS = "SELECT DISTINCT command FROM chunks WHERE task_id = ?"
+_HAS_PENDING = "SELECT 1 FROM chunks WHERE task_id = ? AND status = ? AND command = ? LIMIT 1"
+_BLOCKED = ("SELECT w.name FROM blocklist b JOIN workers w ON w.id = b.worker_id "
+            "WHERE b.task_id = ? AND b.blocked_at IS NOT NULL")
 
-    Runs inside the caller's transaction: every chosen chunk is marked released,
-    then all their messages are published and confirmed together. If the broker
-    refuses, the exception rolls the transaction back, so nothing is marked
-    released that the broker did not take (a message that did get through names
-    a lease the database never recorded: its agent is told to drop it).
+
+def release(ctx: Context) -> list[Assignment]:
+    """Mark as many pending chunks released as the queues have room for; their assignments.
+
+    Runs inside the caller's transaction (the burst's, usually). The caller
+    publishes the assignments only after the commit, without waiting for the
+    broker's confirms; a chunk whose message the broker refuses or loses with
+    its connection has its lease withdrawn (``leases.withdraw``), and one lost
+    with the dispatcher itself is withdrawn after ``release_timeout_s``
+    (``leases.withdraw_stranded``). See "Releasing" in docs/architecture.md.
     """
     online = online_workers()
     workers = [w for w in online if w.status == ENABLED and fleet.takes_chunks(w)]
     # Disabled, asleep and stopping agents decline what reaches them anyway.
     disabled = sorted(w.name for w in online if w.status == DISABLED or not fleet.takes_chunks(w))
-    released = dict(
-        ((pool, command), n) for pool, command, n in
-        Chunk.select(Task.pool, Chunk.command, fn.COUNT(Chunk.id)).join(Task)
-        .where(Chunk.status == RELEASED).group_by(Task.pool, Chunk.command).tuples())
+    released = {(pool, command): n for pool, command, n in sql.execute(_RELEASED, (RELEASED,)).fetchall()}
     batch: list[Assignment] = []
     for pool, command in pending_groups(ctx):
         eligible = [w for w in workers if pool in w.pools and command in w.commands]
@@ -86,8 +88,7 @@ def release(ctx: Context, publisher: Publisher) -> int:
         room = idle + ctx.config.release_ahead - released.get((pool, command), 0)
         if eligible and room > 0:
             batch += _release_group(ctx, pool, command, room, eligible, disabled)
-    publisher.chunk_batch(batch)
-    return len(batch)
+    return batch
 
 
 class Online(typing.NamedTuple):
@@ -128,16 +129,13 @@ def pending_by_task(ctx: Context) -> list[tuple[int, str, str]]:
     not grow with the number of pending chunks (a 100,000-frame task).
     """
     found = []
-    active = Task.select(Task.id, Task.pool).where(Task.status.in_(ACTIVE), Task.compiled).tuples()
-    for task_id, pool in active:
+    for task_id, pool in sql.execute(_ACTIVE, ACTIVE).fetchall():
         commands = ctx.task_commands.get(task_id)
         if commands is None:
-            commands = tuple(c for (c,) in Chunk.select(Chunk.command).where(Chunk.task == task_id)
-                             .distinct().tuples())
+            commands = tuple(c for (c,) in sql.execute(_COMMANDS, (task_id,)).fetchall())
             ctx.task_commands[task_id] = commands
         for command in commands:
-            if Chunk.select().where(Chunk.task == task_id, Chunk.status == PENDING,
-                                    Chunk.command == command).exists():
+            if sql.one(_HAS_PENDING, (task_id, PENDING, command)):
                 found.append((task_id, pool, command))
     return found
 
@@ -181,8 +179,7 @@ def _release_group(ctx: Context, pool: str, command: str, room: int, eligible: l
 
 def blocked_workers(task_id: int) -> list[str]:
     """Names of the workers blocklisted for a task."""
-    return [name for (name,) in Blocklist.select(Worker.name).join(Worker)
-            .where(Blocklist.task == task_id, Blocklist.blocked_at.is_null(False)).tuples()]
+    return [name for (name,) in sql.execute(_BLOCKED, (task_id,)).fetchall()]
 
 
 def _failed_on(chunk: Candidate, eligible: list[Online]) -> list[str]:

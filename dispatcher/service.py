@@ -4,14 +4,18 @@ One thread owns everything. Each turn of its loop:
 
 1. ``_collect``: take every delivery that has already arrived (up to
    ``MAX_BURST``), decoding and verifying each; bad ones are dead-lettered at once.
-2. ``_commit_burst``: apply the burst in one database transaction (group commit,
-   ``dispatcher/burst.py``). Only there is a transaction opened for events.
+2. ``_commit_burst``: in one database transaction (group commit,
+   ``dispatcher/burst.py``), withdraw the leases whose chunk messages the broker
+   refused or lost, apply the burst, and release chunks once for all of it.
+   Only there is a transaction opened for events.
 3. ``_after_commit``: acknowledge the burst, hand issued keys to the verifier,
-   dead-letter events whose handler failed, publish the outbox. At-least-once:
-   a crash before the acknowledgement redelivers the burst, and every handler
-   is idempotent.
-4. ``_after_deliveries``: release chunks once for the whole burst, and run the
-   periodic checks when due.
+   dead-letter events whose handler failed, publish the outbox, and send the
+   released chunks without waiting for their confirms (``Publisher.send_all``;
+   ``Publisher.settle`` collects them on the next turn). At-least-once: a crash
+   before the acknowledgement redelivers the burst, and every handler is
+   idempotent.
+4. ``_after_deliveries``: run the periodic checks when due, and release again
+   if they asked for it.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from dispatcher.burst import DB_ERRORS, Applier, Burst, Delivery, Failure
 from dispatcher.context import Context, Refused
 from dispatcher.identity import Verifier
 from dispatcher.leader import Leader, LeadershipLost
+from dispatcher.release import Assignment
 
 log = logging.getLogger("dispatcher")
 SWEEP_INTERVAL_S = 2.0
@@ -82,6 +87,10 @@ class Dispatcher:
         self._next_tick = 0.0
         self._next_sweep = 0.0
         self._burst = Burst()
+        # (chunk id, lease) of released chunks whose message the broker refused or lost: withdrawn
+        # in the next transaction.
+        self._lost: list[tuple[int, str]] = []
+        self._released: list[Assignment] = []  # released by the transaction in progress
         self._multiple_ack = False
         self._delay_s = FIRST_RECONNECT_DELAY_S
         self.ready = threading.Event()
@@ -181,6 +190,7 @@ class Dispatcher:
                     except TimeoutError:
                         pass
                     conn.heartbeat_check()
+                    self._lost += self.publisher.settle()
                     self._commit_burst()
                     self._after_deliveries()
                     self.leader.renew_if_due()
@@ -219,20 +229,31 @@ class Dispatcher:
         dispatcher stops consuming and stands by (until the database answers again).
         """
         burst = self._burst
-        if not burst or self._beats_can_wait(burst):
+        if not (burst or self._lost) or (not self._lost and self._beats_can_wait(burst)):
             return
-        self._burst = Burst()
+        self._burst, lost, self._lost = Burst(), self._lost, []
         try:
-            failures = self.applier.apply(burst)
+            failures = self.applier.apply(burst, then=functools.partial(self._withdraw_and_release, lost))
         except LeadershipLost:
             self._requeue(burst)
+            self._lost, self._released = lost + self._lost, []
             raise
         except DB_ERRORS as exc:
             log.warning("database error applying a burst of %d (%s); standing by", len(burst), exc)
             database_proxy.close()
             self._requeue(burst)
+            self._lost, self._released = lost + self._lost, []
             raise LeadershipLost(f"the database does not answer ({exc})") from exc
         self._after_commit(burst, failures)
+
+    def _withdraw_and_release(self, lost: list[tuple[int, str]]) -> None:
+        """The burst transaction's last steps: undo releases the broker lost, then release once."""
+        self._released = []
+        if lost:
+            leases.withdraw(self.ctx, lost, "not confirmed by the broker")
+        if self.ctx.release_wanted:
+            self.ctx.release_wanted = False
+            self._released = release.release(self.ctx)
 
     @staticmethod
     def _requeue(burst: Burst) -> None:
@@ -253,7 +274,9 @@ class Dispatcher:
             error = failure.error
             reason = str(error) if isinstance(error, Refused) else f"handler error: {error!r}"
             self.publisher.dead_letter_delivery(failure.delivery.raw, reason, failure.delivery.queue)
-        self._acknowledge(burst.deliveries())
+        if burst:
+            self._acknowledge(burst.deliveries())
+        self._send_released()
         if burst.heartbeats:
             metrics.heartbeats_applied(len(burst.heartbeats))
         for agent, key in self.ctx.issued_keys.items():
@@ -319,13 +342,21 @@ class Dispatcher:
 
 
     def _release(self) -> None:
-        """Release chunks once for the whole burst, in one transaction (see release.release)."""
-        try:
-            with self.applier.transaction():
-                metrics.released(release.release(self.ctx, self.publisher))
-        except BrokerUnavailable:
-            self.ctx.release_wanted = True
-            raise
+        """Release chunks in a transaction of their own (when no burst did), then send them."""
+        with self.applier.transaction():
+            released = release.release(self.ctx)
+        self._released = released
+        self._send_released()
+
+    def _send_released(self) -> None:
+        """Send the committed releases without waiting for confirms; ``settle`` reports losses."""
+        batch, self._released = self._released, []
+        if not batch:
+            return
+        metrics.released(len(batch))
+        chunk = self.publisher.chunk_message
+        self.publisher.send_all([(chunk(assign, pool, priority), (assign.chunk_id, assign.lease_id))
+                                 for assign, pool, priority in batch])
 
 
 def _observe(kind: str, seconds: float) -> None:

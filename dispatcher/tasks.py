@@ -250,9 +250,15 @@ def set_status(task: Task, status: str) -> None:
     task.status = status
 
 
-def after_chunk_completed(ctx: Context, task: Task, chunk: Chunk) -> None:
-    """Unblock chunks that waited for this one; complete the task when all are done."""
-    adaptive.on_chunk_completed(ctx, task, chunk)
+def after_chunk_completed(ctx: Context, task: Task, chunk: Chunk | None) -> None:
+    """Unblock chunks that waited for this one; complete the task when all are done.
+
+    ``chunk`` is the one that completed, for adaptive sizing; None when several
+    of the task's chunks completed in one burst and only their dependents and
+    the task's completion are left to check.
+    """
+    if chunk is not None:
+        adaptive.on_chunk_completed(ctx, task, chunk)
     blocked = list(Chunk.select().where(Chunk.task == task.id, Chunk.status == BLOCKED))
     if blocked:
         done = {c.index for c in Chunk.select(Chunk.index).where(

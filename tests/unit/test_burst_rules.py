@@ -46,6 +46,26 @@ def test_a_report_on_an_attempt_started_earlier_in_the_same_burst_by_another_age
     assert Attempt.get(Attempt.lease_id == assign.lease_id).outcome == RUNNING
 
 
+def test_reports_on_an_attempt_another_agent_started_in_an_earlier_burst_are_refused(farm):
+    farm.submit(frame_start=1, frame_end=2, chunk_size=2)
+    farm.hello("honest")
+    farm.hello("mallory")
+    (assign,) = farm.release()
+    assert apply(farm, m.ChunkStarted(agent="honest", chunk_id=assign.chunk_id, lease_id=assign.lease_id,
+                                      started_at=1)) == []
+    progress = m.ChunkProgress(agent="mallory", chunk_id=assign.chunk_id, lease_id=assign.lease_id,
+                               frames_done=[1])
+    forged = m.ChunkFinished(agent="mallory", chunk_id=assign.chunk_id, lease_id=assign.lease_id,
+                             outcome="completed", frames_done=[1, 2], finished_at=2)
+    mine = m.ChunkProgress(agent="honest", chunk_id=assign.chunk_id, lease_id=assign.lease_id,
+                           frames_done=[1])
+    failures = apply(farm, progress, forged, mine)
+    assert [f.delivery.msg for f in failures] == [progress, forged]
+    assert all("which agent 'honest' runs" in str(f.error) for f in failures)
+    chunk = Chunk.get_by_id(assign.chunk_id)
+    assert (chunk.status, chunk.frames_done) == (RUNNING, [1])  # honest's own report went through
+
+
 def test_the_owner_of_an_attempt_may_report_on_it_in_the_same_burst(farm):
     farm.submit(frame_start=1, frame_end=2, chunk_size=2)
     farm.hello("honest")

@@ -7,7 +7,8 @@ from common import messages as m
 from common.db import open_and_migrate
 from common.jobtypes import task_type
 from common.models import Attempt, Chunk, Task, Worker, database_proxy
-from dispatcher import release, tasks, workers
+from dispatcher import leases, release, tasks, workers
+from dispatcher.burst import Applier
 from dispatcher.context import Context
 from dispatcher.service import HANDLERS
 
@@ -35,17 +36,22 @@ class Farm:
         self.ctx = Context(config, clock=lambda: self.now)
         self.pub = RecordingPublisher()
 
+    def transaction(self):
+        """The service's transaction: task counters and farm counts written last."""
+        return Applier(self.ctx, HANDLERS, workers.on_heartbeats).transaction()
+
     def apply(self, msg):
-        with database_proxy.atomic():
+        with self.transaction():
             HANDLERS[type(msg)](self.ctx, msg)
         for message, agent in self.ctx.outbox:
             self.pub.control(message, agent)
         self.ctx.outbox.clear()
 
     def release(self):
-        before = len(self.pub.chunks)
-        release.release(self.ctx, self.pub)
-        return self.pub.chunks[before:]
+        with self.transaction():
+            batch = release.release(self.ctx)
+        self.pub.chunk_batch(batch)  # the service sends them after the commit
+        return [message for message, _, _ in batch]
 
     def submit(self, type_name="sleep", priority=50, max_retries=3, **settings):
         v = task_type(type_name).validate(settings)
@@ -101,6 +107,47 @@ def test_a_sleep_task_runs_chunk_by_chunk_and_counts_every_frame_once(farm):
     task = Task.get_by_id(tid)
     assert (task.status, task.frames_done, task.frame_current) == ("completed", 6, 6)
     assert [c.frames_done for c in Chunk.select().order_by(Chunk.index)] == [[1, 2, 3], [4, 5, 6]]
+
+
+def test_a_finished_report_carrying_its_start_opens_and_ends_the_attempt_in_one_event(farm):
+    tid = farm.submit(type_name="noop", frame_start=1, frame_end=2)
+    farm.hello("a1", commands=("noop",))
+    (first,) = farm.release()
+    assert farm.release() == []  # one idle agent, nothing released ahead
+    farm.now = 50.0
+    farm.apply(m.ChunkFinished(agent="a1", chunk_id=first.chunk_id, lease_id=first.lease_id,
+                               outcome="completed", finished_at=42.5, frames_done=[1], started_at=42.0))
+    attempt = Attempt.get(Attempt.lease_id == first.lease_id)
+    assert (attempt.outcome, attempt.started_at, attempt.finished_at) == ("completed", 42.0, 42.5)
+    chunk = Chunk.get_by_id(first.chunk_id)
+    assert (chunk.status, chunk.started_at, chunk.frames_done) == ("completed", 42.0, [1])
+    worker = Worker.get(name="a1")
+    assert (worker.current_lease, worker.activity) == (None, "idle")  # never busy with it
+    assert Task.get_by_id(tid).status == "rendering"
+    (nxt,) = farm.release()  # the agent is free again: the next chunk goes to it
+    farm.apply(m.ChunkFinished(agent="a1", chunk_id=nxt.chunk_id, lease_id=nxt.lease_id,
+                               outcome="completed", finished_at=43.0, frames_done=[2], started_at=43.0))
+    assert Task.get_by_id(tid).status == "completed"
+    assert Task.get_by_id(tid).frames_done == 2
+
+
+def test_a_withdrawn_release_goes_back_to_pending_unless_its_chunk_has_started(farm):
+    farm.submit(frame_start=1, frame_end=2, chunk_size=1)
+    farm.hello("a1")
+    farm.hello("a2")
+    one, two = farm.release()
+    farm.apply(m.ChunkStarted(agent="a2", chunk_id=two.chunk_id, lease_id=two.lease_id, started_at=1))
+    with farm.transaction():
+        withdrawn = leases.withdraw(farm.ctx, [(one.chunk_id, one.lease_id), (two.chunk_id, two.lease_id)],
+                                    "not confirmed by the broker")
+    assert withdrawn == 1
+    lost = Chunk.get_by_id(one.chunk_id)
+    assert (lost.status, lost.lease_id, lost.attempts) == ("pending", None, 0)  # not an attempt
+    assert Chunk.get_by_id(two.chunk_id).status == "running"
+    (again,) = farm.release()
+    assert (again.chunk_id, again.attempt) == (one.chunk_id, 1) and again.lease_id != one.lease_id
+    farm.apply(m.ChunkStarted(agent="a1", chunk_id=one.chunk_id, lease_id=one.lease_id, started_at=2))
+    assert Chunk.get_by_id(one.chunk_id).lease_id == again.lease_id  # the withdrawn lease is stale
 
 
 def test_a_report_on_an_old_lease_changes_nothing_and_the_sender_is_told_to_abort(farm):

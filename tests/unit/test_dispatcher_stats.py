@@ -49,7 +49,7 @@ def test_a_chunk_taken_from_a_lost_agent_counts_as_lost(farm):  # noqa: F811
     farm.apply(m.ChunkStarted(agent="a1", chunk_id=assign.chunk_id, lease_id=assign.lease_id,
                               started_at=farm.now))
     farm.now += 60
-    with database_proxy.atomic():
+    with farm.transaction():
         assert workers.check_lost(farm.ctx) == 1
     assert count(farmstats.FINISHED, "sleep", "lost") == 1
 
@@ -65,7 +65,7 @@ def test_an_event_whose_transaction_rolls_back_counts_nothing(farm):  # noqa: F8
     with pytest.raises(RuntimeError), database_proxy.atomic():
         HANDLERS[m.ChunkFinished](farm.ctx, finished)
         raise RuntimeError("the database went away before the commit")
-    farm.ctx.outbox.clear()
+    farm.ctx.rolled_back()  # what Applier.apply does when its transaction fails
     assert count(farmstats.FINISHED, "sleep", "completed") == 0
     farm.apply(finished)  # the redelivery after the rollback is the one that counts
     assert count(farmstats.FINISHED, "sleep", "completed") == 1

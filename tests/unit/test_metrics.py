@@ -10,8 +10,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api_gateway.app import create_app
 from common import auth, farmstats
+from common.config import load_config
 from common.models import Chunk, FarmCount, Task, Worker, database_proxy
 from dispatcher import stats
+from dispatcher.context import Context
 from tests.unit.gateway_support import AUTH, CONFIG, NOW
 
 
@@ -97,12 +99,14 @@ def test_the_dispatchers_counts_become_a_counter_and_cumulative_histograms(clien
     chunks(owner, "released", 1)
     chunk = Chunk.get(Chunk.task == owner.id)
     chunk.released_at = NOW - 30
+    ctx = Context(load_config({}))
     with database_proxy.atomic():
-        stats.chunk_started(chunk, owner, NOW)  # waited 30 s since release, 100 s since submission
+        stats.chunk_started(ctx, chunk, owner, NOW)  # waited 30 s since release, 100 s since submission
         chunk.started_at = NOW
-        stats.chunk_finished(chunk, "completed", NOW + 90)  # ran 90 s
-        stats.chunk_finished(chunk, "failed", NOW + 3)
-        stats.chunk_finished(chunk, "completed", NOW + 2 * 86400)  # longer than the last bucket
+        stats.chunk_finished(ctx, chunk, "completed", NOW + 90)  # ran 90 s
+        stats.chunk_finished(ctx, chunk, "failed", NOW + 3)
+        stats.chunk_finished(ctx, chunk, "completed", NOW + 2 * 86400)  # longer than the last bucket
+        stats.flush(ctx)
     found = scrape(client)
     assert found[("corral_chunks_finished_total", (("command", "sleep"), ("outcome", "completed")))] == 2
     assert found[("corral_chunks_finished_total", (("command", "sleep"), ("outcome", "failed")))] == 1
@@ -130,7 +134,9 @@ def test_a_retried_chunk_waits_from_the_end_of_its_previous_attempt(client):
     chunk = Chunk.get(Chunk.task == owner.id)
     Attempt.create(chunk=chunk.id, number=1, lease_id="first", outcome="failed", finished_at=NOW - 4)
     chunk.attempts = 2
-    stats.chunk_started(chunk, owner, NOW)
+    ctx = Context(load_config({}))
+    stats.chunk_started(ctx, chunk, owner, NOW)
+    stats.flush(ctx)
     assert scrape(client)[("corral_chunk_wait_seconds_sum", (("phase", "pending"), ("pool", "default")))] == 4
 
 

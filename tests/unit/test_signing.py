@@ -6,7 +6,7 @@ import pytest
 from common import enrollment, messages, signing
 from common.config import load_config
 from common.db import open_and_migrate
-from common.models import Attempt, Chunk, Task, Worker
+from common.models import Worker
 from dispatcher.identity import Verifier, startup_refusal
 
 SECRET = "farm-secret-for-tests"
@@ -178,25 +178,6 @@ def test_a_hello_not_newer_than_the_last_accepted_one_is_a_replay(verifier):
         assert "not newer" in verifier.refusal(hello("alice", sent_at), body, headers, NOW)
     body, headers = signed(signing.Signer("alice", credential=cred), hello("alice", NOW - 4))
     assert verifier.refusal(hello("alice", NOW - 4), body, headers, NOW) is None
-
-
-def test_a_report_on_an_attempt_another_agent_runs_is_refused(verifier):
-    alice, alice_key = welcomed("alice")
-    mallory, mallory_key = welcomed("mallory")
-    verifier.remember("alice", alice_key)
-    verifier.remember("mallory", mallory_key)
-    owner = Worker.create(name="alice")
-    task = Task.create(type="sleep", parser="sleep", settings={}, frame_start=1, frame_end=2)
-    chunk = Chunk.create(task=task, index=0, command="sleep", frames=[[1, 2]], frame_count=2, lease_id="L")
-    Attempt.create(chunk=chunk, number=1, lease_id="L", worker=owner)
-    for report in (messages.ChunkProgress(agent="mallory", chunk_id=chunk.id, lease_id="L", frames_done=[1]),
-                   messages.ChunkFinished(agent="mallory", chunk_id=chunk.id, lease_id="L",
-                                          outcome="completed", finished_at=NOW, frames_done=[1, 2])):
-        body, headers = signed(mallory, report)
-        assert "which agent 'alice' runs" in verifier.refusal(report, body, headers, NOW)
-    mine = messages.ChunkProgress(agent="alice", chunk_id=chunk.id, lease_id="L", frames_done=[1])
-    body, headers = signed(alice, mine)
-    assert verifier.refusal(mine, body, headers, NOW) is None
 
 
 def test_a_dispatcher_on_a_real_broker_refuses_to_start_when_no_agent_can_authenticate(db):
