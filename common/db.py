@@ -120,9 +120,28 @@ def _m_worker_control(db: Database) -> None:
                       for name in wanted if name not in present))
 
 
+def _m_windowed_compile(db: Database) -> None:
+    """tasks.compiled_upto, where a windowed compile resumes; chunk indexes a compile need not fill.
+
+    The chunks' own task_id index goes ((task_id, index) serves it), and the
+    lease, worker and finished-at indexes hold only the rows where those are set
+    (models.CHUNK_PARTIAL_INDEXES): every chunk inserted paid for all four. The
+    release order index gets its priority descending (models.RELEASE_ORDER_INDEX).
+    """
+    # 0 is right for every existing task: one compiled before windows existed is never resumed.
+    _add_column_if_missing(db, "tasks", "compiled_upto", "INTEGER NOT NULL DEFAULT 0")
+    replaced = ("chunk_task_id", "chunk_lease_id", "chunk_worker_id",
+                "chunk_status_command_priority_task_id_index",
+                "idx_ui_chunks_finished_at_status_frame_count")
+    for name in replaced:
+        db.execute_sql(f'DROP INDEX IF EXISTS "{name}"')
+    for index in (*models.CHUNK_PARTIAL_INDEXES, models.RELEASE_ORDER_INDEX):
+        db.execute_sql(*db.get_sql_context().sql(index.safe(True)).query())
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     _m1_initial, _m_farm_counts, _m_chunk_step, _m_standby_dispatchers, _m_sessions_and_listing_indexes,
-    _m_worker_control, _m_agent_security]
+    _m_worker_control, _m_agent_security, _m_windowed_compile]
 
 
 def migrate(db: Database) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from common.errors import ValidationError
 
@@ -61,31 +62,40 @@ def format_ranges(ranges: Ranges) -> str:
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
 
 
-def split_chunks(ranges: Ranges, chunk_size: int) -> list[Ranges]:
-    """Split frames into chunks of at most ``chunk_size`` frames.
+def split_chunks(ranges: Ranges, chunk_size: int) -> Iterator[Ranges]:
+    """Split frames into chunks of at most ``chunk_size`` frames, in order of their first frame.
 
     Each run of consecutive frames is cut into full chunks on its own, so those
     render as one Blender range. Only the short remainders of runs are packed
     together (crossing a gap) while they fit: that saves a scene load per chunk
     without ever splitting a run that could have stayed whole.
+
+    A generator, so a million-frame task is never a list of chunks: a full chunk
+    is yielded at once, except while a packed chunk is still open, which starts
+    before it and so must come first (only those full chunks wait, in ``held``).
     """
-    chunks: list[Ranges] = []
     partial: Ranges = []
+    packed = 0  # frames in ``partial``
+    held: list[Ranges] = []
     for first, last in ranges:
         start = first
         while start <= last:
             end = min(start + chunk_size - 1, last)
-            piece = [start, end]
             if end - start + 1 == chunk_size:
-                chunks.append([piece])
-            elif partial and count(partial) + end - start + 1 <= chunk_size:
-                partial.append(piece)
+                if partial:
+                    held.append([[start, end]])
+                else:
+                    yield [[start, end]]
+            elif partial and packed + end - start + 1 <= chunk_size:
+                partial.append([start, end])
+                packed += end - start + 1
             else:
                 if partial:
-                    chunks.append(partial)
-                partial = [piece]
+                    yield partial
+                    yield from held
+                    held = []
+                partial, packed = [[start, end]], end - start + 1
             start = end + 1
     if partial:
-        chunks.append(partial)
-    chunks.sort(key=lambda chunk: chunk[0][0])
-    return chunks
+        yield partial
+    yield from held

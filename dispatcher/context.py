@@ -11,6 +11,7 @@ import logging
 import time
 import typing
 from collections.abc import Callable
+from typing import Any
 
 from common import messages
 from common.config import Config
@@ -75,6 +76,12 @@ class Context:
     deltas: dict[int, TaskDelta] = dataclasses.field(default_factory=dict)
     # Tasks with a chunk completed in this transaction: dependents and completion checked once each.
     finishing: set[int] = dataclasses.field(default_factory=set)
+    # Set while a task may have chunks left to compile (dispatcher.tasks.compile_some); True at start,
+    # so a new leader resumes what the last one left half compiled.
+    compile_wanted: bool = True
+    # Task id -> its compile in progress (a chunk generator and how far it got): a cache, checked
+    # against the task's compiled_upto before each use.
+    compiles: dict[int, Any] = dataclasses.field(default_factory=dict)
 
     def send(self, message: messages.Message, agent: str | None = None) -> None:
         self.outbox.append((message, agent))
@@ -110,7 +117,9 @@ class Context:
         self.deltas.clear()
         self.finishing.clear()
         self._forget_cached()
+        self.compiles.clear()
         self.release_wanted = True
+        self.compile_wanted = True
 
     def _forget_cached(self) -> None:
         # A rolled back insert or update may be what these remember.

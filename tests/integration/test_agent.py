@@ -115,7 +115,7 @@ def agent(config, bus):
 def compiled(type_name: str, settings: dict, index: int = 0):
     """A chunk of a task of a built-in job type, as the dispatcher's compiler makes it."""
     jobtype = jobtypes.task_type(type_name)
-    return compile_task(jobtype, jobtype.validate(settings).settings)[index]
+    return list(compile_task(jobtype, jobtype.validate(settings).settings))[index]
 
 
 def assign(chunk_id: int, command: str = "sleep", params: dict | None = None, **kw) -> ChunkAssign:

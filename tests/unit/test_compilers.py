@@ -10,7 +10,7 @@ from dispatcher.compilers import compile_task
 
 
 def compiled(type_name, settings):
-    return compile_task(type_name, task_type(type_name).validate(settings).settings)
+    return list(compile_task(type_name, task_type(type_name).validate(settings).settings))
 
 
 def test_sleep_task_of_ten_frames_in_threes_gives_four_chunks_with_the_last_short():
@@ -34,7 +34,7 @@ def test_frame_list_runs_are_split_whole_and_only_short_remainders_share_a_chunk
 
 
 def test_scattered_frames_are_packed_up_to_the_chunk_size():
-    assert split_chunks(to_ranges(parse_frames("1,3,5,7,9")), 2) == [
+    assert list(split_chunks(to_ranges(parse_frames("1,3,5,7,9")), 2)) == [
         [[1, 1], [3, 3]], [[5, 5], [7, 7]], [[9, 9]]]
 
 

@@ -30,7 +30,7 @@ def assign(command: str, params: dict, frames: list[list[int]]) -> ChunkAssign:
 def argv(type_name: str, settings: dict, spec: CommandSpec, chunk: int = 0) -> list[str]:
     """The command line the agent would start for one chunk of a task with these settings."""
     validated = jobtypes.task_type(type_name).validate(settings).settings
-    specs = compile_task(type_name, validated)
+    specs = list(compile_task(type_name, validated))
     return executors.build(assign(specs[chunk].command, specs[chunk].params, specs[chunk].frames),
                            spec).argv
 
@@ -135,8 +135,8 @@ def test_the_executable_and_its_leading_arguments_come_from_the_agent_never_the_
 
 
 def test_the_step_environment_reaches_the_child():
-    specs = compile_task("blender_render", jobtypes.task_type("blender_render").validate(
-        {**SETTINGS, "frames": "1", "env": {"OCIO": "/farm/aces.ocio"}}).settings)
+    specs = list(compile_task("blender_render", jobtypes.task_type("blender_render").validate(
+        {**SETTINGS, "frames": "1", "env": {"OCIO": "/farm/aces.ocio"}}).settings))
     assert specs[0].params["env"] == {"OCIO": "/farm/aces.ocio"}
     assert executors.build(assign("blender_render", specs[0].params, [[1, 1]]), BLENDER).env == {
         "OCIO": "/farm/aces.ocio"}
