@@ -139,9 +139,20 @@ def _m_windowed_compile(db: Database) -> None:
         db.execute_sql(*db.get_sql_context().sql(index.safe(True)).query())
 
 
+def _m_task_list_indexes(db: Database) -> None:
+    """The task list's newest-first and by-status-by-priority orders, served by an index each.
+
+    Measured on the bench's 100,000 tasks: ``sort=-created_at`` 222 -> 0.8 ms a
+    request, ``status=rendering&sort=-priority`` 7.7 -> 1.3 ms.
+    """
+    db.execute_sql('CREATE INDEX IF NOT EXISTS "idx_ui_tasks_created_at_id" ON "tasks" ("created_at", "id")')
+    db.execute_sql('CREATE INDEX IF NOT EXISTS "idx_ui_tasks_status_priority_id" ON "tasks" '
+                   '("status", "priority", "id")')
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     _m1_initial, _m_farm_counts, _m_chunk_step, _m_standby_dispatchers, _m_sessions_and_listing_indexes,
-    _m_worker_control, _m_agent_security, _m_windowed_compile]
+    _m_worker_control, _m_agent_security, _m_windowed_compile, _m_task_list_indexes]
 
 
 def migrate(db: Database) -> int:

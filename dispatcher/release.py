@@ -151,7 +151,8 @@ def pending_groups(ctx: Context) -> list[tuple[str, str]]:
 _CANDIDATES = (
     'SELECT c.id, c.task_id, c."index", c.command, c.parser, c.params, c.frames, c.priority, c.attempts, '
     "c.failures, t.parser, t.stall_timeout_s FROM chunks c JOIN tasks t ON t.id = c.task_id "
-    f"WHERE c.status = ? AND c.command = ? AND t.pool = ? AND t.status IN ({', '.join('?' * len(ACTIVE))}) "
+    f"WHERE c.status = ? AND c.command = ? AND t.pool = ? AND t.compiled "
+    f"AND t.status IN ({', '.join('?' * len(ACTIVE))}) "
     'ORDER BY c.priority DESC, c.task_id, c."index" LIMIT ?')
 _MARK_RELEASED = ("UPDATE chunks SET status = ?, lease_id = ?, attempts = ?, worker_id = NULL, "
                   "released_at = ? WHERE id = ? AND status = ?")

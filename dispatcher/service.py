@@ -185,6 +185,8 @@ class Dispatcher:
                     try:
                         # Buffered heartbeats must not wait a whole tick for company.
                         wait_s = HEARTBEAT_WAIT_S if self._burst else self.config.tick_interval_s
+                        if self.ctx.compile_wanted:  # a task is half compiled: only look for events
+                            wait_s = 0.001
                         conn.drain_events(timeout=wait_s)
                         self._drain_ready(conn)
                     except TimeoutError:
@@ -192,6 +194,7 @@ class Dispatcher:
                     conn.heartbeat_check()
                     self._lost += self.publisher.settle()
                     self._commit_burst()
+                    self._compile()
                     self._after_deliveries()
                     self.leader.renew_if_due()
 
@@ -305,6 +308,19 @@ class Dispatcher:
                 self.publisher.control(message, agent)
             except BrokerUnavailable as exc:
                 log.warning("could not send %s to %s: %s", message.kind, agent or "all agents", exc)
+
+    def _compile(self) -> None:
+        """The next window of the tasks still compiling, in a transaction of its own between bursts."""
+        if not self.ctx.compile_wanted:
+            return
+        try:
+            with self.applier.transaction():
+                tasks.compile_some(self.ctx)
+        except DB_ERRORS as exc:
+            log.warning("database error compiling (%s); retrying", exc)
+            self.ctx.rolled_back()
+            database_proxy.close()
+            self._stopping.wait(DB_RETRY_S)
 
     def _after_deliveries(self) -> None:
         now = time.monotonic()

@@ -148,7 +148,6 @@ def test_no_chunk_of_a_half_compiled_task_is_released(farm):
     assert [a.task_id for a in farm.release()] == [task_id]
 
 
-@pytest.mark.xfail(strict=True, reason="needs `AND t.compiled` in release._CANDIDATES (see the report)")
 def test_a_compiled_task_on_the_same_queue_does_not_release_a_half_compiled_ones_chunks(farm):
     farm.hello("a1", commands=("noop",))
     farm.hello("a2", commands=("noop",))
