@@ -27,6 +27,9 @@ SQLITE_PRAGMAS = {
     "synchronous": "normal",
     "busy_timeout": 10_000,
     "foreign_keys": 1,
+    # 32 MiB of page cache per connection (SQLite's default is 2 MiB): a million-chunk task's
+    # index pages stay in memory while its windows are inserted.
+    "cache_size": -32_768,
 }
 
 
