@@ -49,6 +49,7 @@ PREFETCH = 2000  # more than a burst, so the next one is already on its way
 FIRST_RECONNECT_DELAY_S, MAX_RECONNECT_DELAY_S = 0.5, 10.0
 DB_RETRY_S = 1.0
 HEARTBEAT_WAIT_S = 0.25
+DRAIN_WAIT_S = 0.001  # how long the drain of a burst waits for one more delivery
 
 HANDLERS: dict[type[messages.Message], Callable[[Context, Any], None]] = {
     messages.TaskSubmitted: tasks.on_submitted,
@@ -199,12 +200,25 @@ class Dispatcher:
                     self.leader.renew_if_due()
 
     def _drain_ready(self, conn: Any) -> None:
-        """Take whatever else has already arrived, so one transaction covers the whole burst."""
-        while len(self._burst) < MAX_BURST:
-            try:
-                conn.drain_events(timeout=0.001)
-            except TimeoutError:
-                return
+        """Take whatever else has already arrived, so one transaction covers the whole burst.
+
+        py-amqp reads one frame per call (three per message) and sets the socket's
+        timeout before and after each read unless it already has that timeout:
+        the socket keeps the drain's timeout for the whole loop instead.
+        """
+        sock = getattr(getattr(getattr(conn, "connection", None), "transport", None), "sock", None)
+        before = sock.gettimeout() if sock is not None else None
+        if sock is not None:
+            sock.settimeout(DRAIN_WAIT_S)
+        try:
+            while len(self._burst) < MAX_BURST:
+                try:
+                    conn.drain_events(timeout=DRAIN_WAIT_S)
+                except TimeoutError:
+                    return
+        finally:
+            if sock is not None:
+                sock.settimeout(before)
 
     def _collect(self, queue: str, message: Any) -> None:
         """Decode and verify one delivery from ``queue`` into the burst; dead-letter it if it cannot be
