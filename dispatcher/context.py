@@ -63,7 +63,8 @@ class Context:
     worker_ids: dict[str, int] = dataclasses.field(default_factory=dict)
     # Worker id -> the readings last written for it, so a heartbeat writes only what changed.
     readings: dict[int, tuple[str, str]] = dataclasses.field(default_factory=dict)
-    # (agent, pools, commands) of accepted hellos: their queues are declared before the outbox goes.
+    # (agent, pools, commands) of accepted hellos and pool changes: their queues are declared before
+    # the outbox goes.
     joined: list[tuple[str, list[str], list[str]]] = dataclasses.field(default_factory=list)
     # The first statement of every transaction: raises unless this dispatcher is the active one
     # (dispatcher/leader.py). The default, for tests driving handlers directly, checks nothing.

@@ -69,8 +69,18 @@ def _set_pools(ctx: Context, worker: Worker, pools: list[str] | None) -> None:
     log.info("worker %s: pools %s -> %s (%s)", worker.name, ",".join(worker.pools), ",".join(effective),
              "set by the operator" if pools is not None else "the agent's own again")
     if worker.connection == ONLINE:
-        ctx.send(messages.ControlPools(agent=worker.name, pools=effective), worker.name)
+        tell_pools(ctx, worker.name, effective, worker.commands)
     ctx.wake_release()
+
+
+def tell_pools(ctx: Context, agent: str, pools: list[str], commands: list[str]) -> None:
+    """Tell an agent its pools, with their chunk queues declared before the message goes.
+
+    Agents declare nothing (they may lack the permission): an agent moved to a
+    pool no agent was in before would otherwise find its queue missing.
+    """
+    ctx.joined.append((agent, list(pools), list(commands or [])))
+    ctx.send(messages.ControlPools(agent=agent, pools=pools), agent)
 
 
 def _set_action(ctx: Context, worker: Worker, action: str) -> None:
@@ -116,7 +126,7 @@ def after_hello(ctx: Context, before: Worker, msg: messages.AgentHello) -> None:
     if before.operator_pools is not None:
         changes[Worker.pools] = before.operator_pools
         if sorted(msg.pools) != sorted(before.operator_pools):
-            ctx.send(messages.ControlPools(agent=msg.agent, pools=before.operator_pools), msg.agent)
+            tell_pools(ctx, msg.agent, before.operator_pools, msg.commands)
     action = before.pending_action
     if action == "restart" and new_process:
         log.info("worker %s: restart done (new agent process)", msg.agent)
@@ -143,7 +153,7 @@ def remind(ctx: Context, worker_id: int) -> None:
     if worker is None:
         return
     if worker.operator_pools is not None:
-        ctx.send(messages.ControlPools(agent=worker.name, pools=worker.operator_pools), worker.name)
+        tell_pools(ctx, worker.name, worker.operator_pools, worker.commands)
     if worker.pending_action:
         ctx.send(messages.ControlStop(agent=worker.name, mode=worker.pending_action), worker.name)
     if worker.sleep_schedule:

@@ -49,6 +49,15 @@ def test_new_pools_apply_to_release_at_once_and_the_agent_is_told(farm):  # noqa
     assert {a.task_id for a in farm.release()} == {gpu_task.id, gpu_task.id - 1}
 
 
+def test_the_queues_of_new_pools_are_declared_before_the_agent_is_told(farm):  # noqa: F811
+    hello(farm, "a1")
+    farm.ctx.joined.clear()  # the hello's own queues
+    update(farm, "a1", pools=["brand-new"])
+    # What the service declares (identity.declare_joined) before it publishes the outbox.
+    assert farm.ctx.joined == [("a1", ["brand-new"], ["sleep"])]
+    assert sent(farm, m.ControlPools) == [(m.ControlPools(agent="a1", pools=["brand-new"]), "a1")]
+
+
 def test_operator_pools_survive_a_restart_of_the_agent_and_a_reset_returns_to_its_own(farm):  # noqa: F811
     hello(farm, "a1")
     update(farm, "a1", pools=["gpu"])
