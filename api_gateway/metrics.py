@@ -40,7 +40,7 @@ from common.models import (
 )
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-WORKER_STATES = ("idle", "busy", "disabled", "offline")
+WORKER_STATES = ("idle", "busy", "asleep", "stopping", "disabled", "offline")
 KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 UNMATCHED = "unmatched"  # requests that matched no route share one label value
 
@@ -96,12 +96,12 @@ def tasks_by_state() -> Metric:
     return gauge
 
 
-WorkerRow = tuple[list[str], list[str], str, str, "str | None"]
+WorkerRow = tuple[list[str], list[str], str, str, "str | None", bool, "str | None"]
 
 
 def _worker_rows() -> list[WorkerRow]:
     return list(Worker.select(Worker.pools, Worker.commands, Worker.status, Worker.connection,
-                              Worker.current_lease).tuples())
+                              Worker.current_lease, Worker.asleep, Worker.pending_action).tuples())
 
 
 def chunks_pending(workers: list[WorkerRow]) -> Metric:
@@ -127,20 +127,27 @@ def chunks_pending(workers: list[WorkerRow]) -> Metric:
     return gauge
 
 
-def worker_state(status: str, connection: str, lease: str | None) -> str:
+def worker_state(status: str, connection: str, lease: str | None, asleep: bool = False,
+                 action: str | None = None) -> str:
+    """One state per worker: offline, disabled, stopping (a stop or restart is pending), busy,
+    asleep (its sleep schedule keeps it from new chunks), else idle."""
     if connection == OFFLINE:
         return "offline"
     if status == DISABLED:
         return "disabled"
-    return "busy" if lease else "idle"
+    if action:
+        return "stopping"
+    if lease:
+        return "busy"
+    return "asleep" if asleep else "idle"
 
 
 def workers_by_state(workers: list[WorkerRow]) -> Metric:
     """Workers by pool and state; an agent in two pools counts in both."""
     counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(WORKER_STATES, 0))
-    for pools, _commands, status, connection, lease in workers:
+    for pools, _commands, status, connection, lease, asleep, action in workers:
         for pool in pools or ():
-            counts[pool][worker_state(status, connection, lease)] += 1
+            counts[pool][worker_state(status, connection, lease, bool(asleep), action)] += 1
     gauge = GaugeMetricFamily("corral_workers", "Workers by pool and state", labels=("pool", "state"))
     for pool in sorted(counts):
         for state in WORKER_STATES:

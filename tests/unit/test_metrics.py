@@ -45,9 +45,10 @@ def chunks(owner: Task, status: str, count: int, command: str = "sleep") -> None
                      status=status)
 
 
-def worker(name: str, pools: list[str], status="enabled", connection="online", lease=None) -> None:
+def worker(name: str, pools: list[str], status="enabled", connection="online", lease=None, asleep=False,
+           action=None) -> None:
     Worker.create(name=name, pools=pools, commands=["sleep", "noop"], status=status, connection=connection,
-                  current_lease=lease)
+                  current_lease=lease, asleep=asleep, pending_action=action)
 
 
 def test_metrics_need_a_read_token_unless_made_public(client, tmp_path, publisher):
@@ -77,6 +78,8 @@ def test_farm_gauges_count_tasks_waiting_chunks_and_workers_from_the_database(cl
     worker("busy-1", ["default", "gpu"], lease="abc")
     worker("off-1", ["gpu"], connection="offline", lease="stale")
     worker("dis-1", ["default"], status="disabled")
+    worker("sleepy-1", ["gpu"], asleep=True)
+    worker("leaving-1", ["gpu"], lease="def", action="stop")  # stopping after its chunk
     found = scrape(client)
     for state, count in (("queued", 1), ("rendering", 1), ("paused", 1), ("completed", 2), ("failed", 0),
                          ("canceled", 0)):
@@ -87,7 +90,8 @@ def test_farm_gauges_count_tasks_waiting_chunks_and_workers_from_the_database(cl
     assert found[("corral_chunks_pending", (("command", "sleep"), ("pool", "gpu")))] == 0
     expected = {("default", "idle"): 1, ("default", "busy"): 1, ("default", "disabled"): 1,
                 ("default", "offline"): 0, ("gpu", "busy"): 1, ("gpu", "offline"): 1, ("gpu", "idle"): 0,
-                ("gpu", "disabled"): 0}
+                ("gpu", "disabled"): 0, ("gpu", "asleep"): 1, ("gpu", "stopping"): 1,
+                ("default", "asleep"): 0}
     for (pool, state), count in expected.items():
         assert found[("corral_workers", (("pool", pool), ("state", state)))] == count, (pool, state)
     version = [labels for name, labels in found if name == "corral_build_info"]
