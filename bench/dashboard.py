@@ -223,17 +223,17 @@ def browser_latency(results: Results, f: farm.Farm, token: str, task_id: int) ->
 def with_listeners(results: Results, namespace: str, workdir: Path, token: str, n: int,
                    agents: int = 4) -> None:
     with farm.Farm(f"{namespace}.dashtp", farm.sqlite_url(workdir), workdir, token) as f:
-        f.dispatcher()
+        pid = f.dispatcher().pid
         f.gateway(threads=64)
         names = farm.agent_names(agents)
         f.agents(names)
         f.wait_online(names)
-        run_task(f, max(50, n // 10))  # warm-up
-        quiet = run_task(f, n)
+        run_task(f, max(50, n // 10), pid)  # warm-up
+        quiet, _ = run_task(f, n, pid)
         listeners = [Listener(f.api, token, parse=False) for _ in range(LISTENERS)]
         for listener in listeners:
             listener.connected.wait(10)
-        busy = run_task(f, n)
+        busy, _ = run_task(f, n, pid)
         try:  # every stream sees at least one change per chunk
             farm.wait_for(lambda: sum(x.count for x in listeners) >= LISTENERS * n, 20, "the streams' events")
         except TimeoutError:
