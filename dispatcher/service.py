@@ -49,7 +49,7 @@ PREFETCH = 2000  # more than a burst, so the next one is already on its way
 FIRST_RECONNECT_DELAY_S, MAX_RECONNECT_DELAY_S = 0.5, 10.0
 DB_RETRY_S = 1.0
 HEARTBEAT_WAIT_S = 0.25
-DRAIN_WAIT_S = 0.001  # how long the drain of a burst waits for one more delivery
+DRAIN_WAIT_S = 0.001  # how long a burst of heartbeats alone waits for one more delivery
 
 HANDLERS: dict[type[messages.Message], Callable[[Context, Any], None]] = {
     messages.TaskSubmitted: tasks.on_submitted,
@@ -202,18 +202,24 @@ class Dispatcher:
     def _drain_ready(self, conn: Any) -> None:
         """Take whatever else has already arrived, so one transaction covers the whole burst.
 
+        A burst that holds events is committed as soon as nothing more is there
+        (each chunk report waits on the loop); heartbeats alone wait up to
+        ``DRAIN_WAIT_S`` for company, which keeps a large idle farm's turns few.
         py-amqp reads one frame per call (three per message) and sets the socket's
         timeout before and after each read unless it already has that timeout:
-        the socket keeps the drain's timeout for the whole loop instead.
+        the socket keeps the drain's timeout while the loop runs instead.
         """
         sock = getattr(getattr(getattr(conn, "connection", None), "transport", None), "sock", None)
         before = sock.gettimeout() if sock is not None else None
-        if sock is not None:
-            sock.settimeout(DRAIN_WAIT_S)
+        current = None
         try:
             while len(self._burst) < MAX_BURST:
+                wait = 0.0 if self._burst.events else DRAIN_WAIT_S
+                if sock is not None and wait != current:
+                    sock.settimeout(wait)
+                    current = wait
                 try:
-                    conn.drain_events(timeout=DRAIN_WAIT_S)
+                    conn.drain_events(timeout=wait)
                 except TimeoutError:
                     return
         finally:
