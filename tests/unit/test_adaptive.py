@@ -6,11 +6,9 @@ import pytest
 from common import frames as framelib
 from common import jobtypes
 from common import messages as m
-from common.config import load_config
-from common.db import open_and_migrate
 from common.models import Chunk, Task, database_proxy
 from dispatcher import adaptive
-from tests.unit.test_dispatcher_state import Farm
+from tests.unit.test_dispatcher_state import open_farm
 
 ADAPTIVE = """\
 name: slowing
@@ -38,11 +36,8 @@ def farm(tmp_path):
     types = tmp_path / "types"
     types.mkdir()
     (types / "slowing.yaml").write_text(ADAPTIVE)
-    db = open_and_migrate(f"sqlite:///{tmp_path}/d.db")
-    db.connect(reuse_if_open=True)
-    yield Farm(load_config({}, release_ahead=0, agent_timeout_s=1000, heartbeat_interval_s=1,
-                           job_types_dir=str(types)))
-    db.close()
+    with open_farm(tmp_path, agent_timeout_s=1000, heartbeat_interval_s=1, job_types_dir=str(types)) as farm:
+        yield farm
 
 
 def submit(farm, frames):

@@ -4,22 +4,18 @@ from __future__ import annotations
 import pytest
 
 from common import messages as m
-from common.config import load_config
-from common.db import open_and_migrate
 from common.models import RUNNING, Attempt, Chunk
 from dispatcher.burst import Applier, Burst, Delivery
 from dispatcher.context import Refused
 from dispatcher.service import HANDLERS
 from dispatcher.workers import on_heartbeats
-from tests.unit.test_dispatcher_state import Farm
+from tests.unit.test_dispatcher_state import open_farm
 
 
 @pytest.fixture
 def farm(tmp_path):
-    db = open_and_migrate(f"sqlite:///{tmp_path}/r.db")
-    db.connect(reuse_if_open=True)
-    yield Farm(load_config({}, release_ahead=0))
-    db.close()
+    with open_farm(tmp_path) as farm:
+        yield farm
 
 
 def apply(farm, *msgs):

@@ -1,6 +1,8 @@
 """The dispatcher's state machine, driven message by message on a real SQLite database."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from common import messages as m
@@ -74,14 +76,23 @@ class Farm:
                                    reason="exit code 1" if outcome == "failed" else ""))
 
 
-@pytest.fixture
-def farm(tmp_path):
+@contextlib.contextmanager
+def open_farm(tmp_path, **config):
+    """A Farm on a fresh SQLite database under ``tmp_path``, releasing nothing ahead; ``config`` on top."""
     from common.config import load_config
 
     db = open_and_migrate(f"sqlite:///{tmp_path}/d.db")
     db.connect(reuse_if_open=True)
-    yield Farm(load_config({}, release_ahead=0, agent_timeout_s=10, heartbeat_interval_s=1))
-    db.close()
+    try:
+        yield Farm(load_config({}, **{"release_ahead": 0, **config}))
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def farm(tmp_path):
+    with open_farm(tmp_path, agent_timeout_s=10, heartbeat_interval_s=1) as farm:
+        yield farm
 
 
 def test_a_sleep_task_runs_chunk_by_chunk_and_counts_every_frame_once(farm):

@@ -4,11 +4,9 @@ from __future__ import annotations
 import pytest
 
 from common import messages as m
-from common.config import load_config
-from common.db import open_and_migrate
 from common.models import Worker, database_proxy
 from dispatcher import workers
-from tests.unit.test_dispatcher_state import Farm
+from tests.unit.test_dispatcher_state import open_farm
 
 READINGS = {"load_average": {"1min": 0.5, "5min": 0.4, "15min": 0.3}, "worker_cpu_percent": 7.0}
 SLOW = {"worker_architecture": "x86_64", "worker_num_cpus": 2}
@@ -16,10 +14,8 @@ SLOW = {"worker_architecture": "x86_64", "worker_num_cpus": 2}
 
 @pytest.fixture
 def farm(tmp_path):
-    db = open_and_migrate(f"sqlite:///{tmp_path}/d.db")
-    db.connect(reuse_if_open=True)
-    yield Farm(load_config({}, release_ahead=0, agent_timeout_s=10, heartbeat_interval_s=1))
-    db.close()
+    with open_farm(tmp_path, agent_timeout_s=10, heartbeat_interval_s=1) as farm:
+        yield farm
 
 
 def beats(farm, *batch):

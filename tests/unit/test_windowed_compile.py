@@ -13,15 +13,13 @@ import tracemalloc
 import pytest
 
 from common import messages as m
-from common.config import load_config
-from common.db import open_and_migrate
 from common.frames import count, split_chunks, to_ranges
 from common.jobtypes import task_type
 from common.models import BLOCKED, CANCELED, FAILED, PENDING, Chunk, Task, database_proxy
 from dispatcher import tasks
 from dispatcher.compilers import compile_task
 from dispatcher.context import Context
-from tests.unit.test_dispatcher_state import Farm
+from tests.unit.test_dispatcher_state import open_farm
 
 TWO_STEPS = """\
 name: twostep
@@ -47,11 +45,8 @@ def farm(tmp_path, monkeypatch):
     types.mkdir()
     (types / "twostep.yaml").write_text(TWO_STEPS)
     monkeypatch.setattr(tasks, "SUBMIT_WINDOW", 4)
-    db = open_and_migrate(f"sqlite:///{tmp_path}/d.db")
-    db.connect(reuse_if_open=True)
-    yield Farm(load_config({}, release_ahead=0, agent_timeout_s=10, heartbeat_interval_s=1,
-                           job_types_dir=str(types)))
-    db.close()
+    with open_farm(tmp_path, agent_timeout_s=10, heartbeat_interval_s=1, job_types_dir=str(types)) as farm:
+        yield farm
 
 
 def compile_window(ctx, budget):
