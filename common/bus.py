@@ -569,13 +569,8 @@ class Publisher:
         self.publish_all([self.prepare(m, self.topology.events, m.kind) for m in batch])
 
     def chunk(self, message: messages.ChunkAssign, pool: str, task_priority: int) -> None:
-        self.chunk_batch([(message, pool, task_priority)])
-
-    def chunk_batch(self, batch: list[tuple[messages.ChunkAssign, str, int]]) -> None:
-        """Chunk assignments to their (pool, command) queues, confirmed together."""
-        outgoing = [self.chunk_message(message, pool, priority) for message, pool, priority in batch]
-        if outgoing:
-            self.publish_all(outgoing)
+        """One chunk assignment to its (pool, command) queue, confirmed (the dispatcher uses send_all)."""
+        self.publish_all([self.chunk_message(message, pool, task_priority)])
 
     def chunk_message(self, message: messages.ChunkAssign, pool: str, task_priority: int) -> Outgoing:
         """A chunk assignment ready for its (pool, command) queue.
